@@ -1,0 +1,3 @@
+from lungheart_cl.cli import main
+
+main()
