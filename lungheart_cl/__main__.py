@@ -1,3 +1,5 @@
+import sys
+
 from lungheart_cl.cli import main
 
-main()
+sys.exit(main())

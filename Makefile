@@ -1,0 +1,43 @@
+# lungheart-cl: every target creates the environment first if it is missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= experiments/pretrain_lung_default.yaml
+FINETUNE_CONFIG ?= experiments/finetune_lung_default.yaml
+ARGS ?=
+RUNS ?= runs
+
+.PHONY: setup pretrain finetune test test-slow bench data report paper clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+pretrain: $(STAMP)
+	$(PY) -m lungheart_cl pretrain --config $(CONFIG) $(ARGS)
+
+finetune: $(STAMP)
+	$(PY) -m lungheart_cl finetune --config $(FINETUNE_CONFIG) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m lungheart_cl.bench $(ARGS)
+
+# Official archives (needs internet): make data DATASET=icbhi ROOT=data/icbhi
+DATASET ?= icbhi
+ROOT ?= data/$(DATASET)
+data: $(STAMP)
+	$(PY) -m lungheart_cl data download --dataset $(DATASET) --root $(ROOT)
+
+clean-cache:
+	rm -rf cache

@@ -1,0 +1,111 @@
+"""Entry point `lungheart-cl` (also `python -m lungheart_cl`).
+
+    lungheart-cl pretrain  [LightningCLI args]   contrastive pretraining
+    lungheart-cl finetune  [LightningCLI args]   linear probe / fine-tune / supervised baseline
+    lungheart-cl data inspect|synth|download|cache ...
+    lungheart-cl views show|report|predict|sweep ...
+
+`pretrain` and `finetune` hand their arguments to Lightning's CLI, so every constructor argument
+of the model, data module and trainer can be set from YAML or as `--trainer.max_epochs 50`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lungheart_cl.data.sources import DATASETS
+
+
+def _data_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="dataset tools: inspect, synth, download, cache")
+    verbs = data.add_subparsers(dest="verb", required=True)
+
+    inspect = verbs.add_parser("inspect", help="summarise a dataset root and list every problem found")
+    inspect.add_argument("--dataset", required=True, choices=DATASETS)
+    inspect.add_argument("--root", required=True, type=Path)
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+
+    synth = verbs.add_parser("synth", help="write a synthetic dataset in the official layout")
+    synth.add_argument("--dataset", required=True, choices=DATASETS)
+    synth.add_argument("--root", required=True, type=Path)
+    synth.add_argument("--patients", type=int, default=48)
+    synth.add_argument("--seed", type=int, default=0)
+
+    download = verbs.add_parser("download", help="fetch and verify an official archive (needs internet)")
+    download.add_argument("--dataset", required=True, choices=DATASETS)
+    download.add_argument("--root", required=True, type=Path)
+    download.add_argument("--force", action="store_true", help="download again even if verified files exist")
+
+    cache = verbs.add_parser("cache", help="build (or find) the preprocessing cache of a dataset root")
+    cache.add_argument("--dataset", required=True, choices=DATASETS)
+    cache.add_argument("--root", required=True, type=Path)
+    cache.add_argument("--cache-dir", type=Path, default=Path("cache"))
+    cache.add_argument("--sample-rate", type=int, default=None)
+    cache.add_argument("--segment-seconds", type=float, default=None)
+    cache.add_argument("--padding", default="zero_center", choices=["zero_center", "repeat", "context"])
+    cache.add_argument("--skip-bad", action="store_true")
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    if args.verb == "inspect":
+        from lungheart_cl.data.inspect import format_summary, inspect_root
+
+        summary = inspect_root(args.dataset, args.root)
+        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+        return 1 if summary["problems"] else 0
+    if args.verb == "synth":
+        from lungheart_cl.data.synthetic import synthesize
+
+        print(synthesize(args.dataset, args.root, patients=args.patients, seed=args.seed))
+        return 0
+    if args.verb == "download":
+        from lungheart_cl.data.download import DownloadError, download_dataset
+
+        try:
+            print(download_dataset(args.dataset, args.root, force=args.force))
+        except DownloadError as error:
+            print(error, file=sys.stderr)
+            return 2
+        return 0
+    if args.verb == "cache":
+        from lungheart_cl.data.cache import CacheConfig, build_cache
+        from lungheart_cl.data.datamodule import DEFAULTS
+        from lungheart_cl.data.sources import read_source
+
+        defaults = DEFAULTS[args.dataset]
+        config = CacheConfig(args.sample_rate or defaults.sample_rate, args.segment_seconds or defaults.segment_seconds,
+                             args.padding)
+        cache = build_cache(read_source(args.dataset, args.root, skip_bad=args.skip_bad), config, args.cache_dir,
+                            skip_bad=args.skip_bad)
+        print(f"{cache.directory}: {len(cache)} segments of {config.segment_samples} samples; "
+              f"{len(cache.problems)} skipped file(s)")
+        for problem in cache.problems:
+            print(f"  skipped {problem}")
+        return 0
+    raise AssertionError(args.verb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("pretrain", "finetune"):
+        from lungheart_cl.lightning_cli import run_lightning_cli
+
+        run_lightning_cli(argv[0], argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(prog="lungheart-cl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("pretrain", help="contrastive pretraining (Lightning CLI; see `pretrain --help`)")
+    sub.add_parser("finetune", help="label-efficient evaluation (Lightning CLI; see `finetune --help`)")
+    _data_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "data":
+        return _run_data(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The one schema every dataset reader produces: patients, recordings, annotated events, problems.
+
+Readers turn an official layout into a `SourceDataset`; everything downstream (cache, splits,
+pair policies, tasks) reads only these classes, never the official files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+AGE_GROUPS = ("neonate", "infant", "child", "adolescent", "adult", "unknown")
+SEXES = ("female", "male", "unknown")
+UNKNOWN = "unknown"
+
+
+class DataError(ValueError):
+    """A problem with one input file, always naming the file."""
+
+    def __init__(self, path: Path | str, message: str):
+        self.path = Path(path)
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file that was skipped (``skip_bad=True``) and why; shown by `data inspect` and cache reports."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    @classmethod
+    def from_error(cls, error: DataError) -> Problem:
+        return cls(error.path, error.message)
+
+
+def age_group_from_years(age_years: float | None) -> str:
+    """Age bands as CirCor defines them (neonate < 28 days, infant < 1 y, child < 12 y,
+    adolescent < 18 y), so ICBHI ages in years and CirCor's groups share one vocabulary."""
+    if age_years is None or math.isnan(age_years):
+        return UNKNOWN
+    if age_years < 28 / 365.25:
+        return "neonate"
+    if age_years < 1:
+        return "infant"
+    if age_years < 12:
+        return "child"
+    if age_years < 18:
+        return "adolescent"
+    return "adult"
+
+
+def normalize_sex(value: str | None) -> str:
+    """'F'/'Female'/'f' -> 'female', 'M'/'Male' -> 'male', anything missing -> 'unknown'."""
+    text = (value or "").strip().lower()
+    if text in ("f", "female"):
+        return "female"
+    if text in ("m", "male"):
+        return "male"
+    if text in ("", "na", "nan", "none", "unknown"):
+        return UNKNOWN
+    raise ValueError(f"unknown sex value {value!r}")
+
+
+@dataclass(frozen=True)
+class Patient:
+    """Who was recorded. Fields a dataset does not provide stay None / 'unknown'."""
+
+    patient_id: str
+    age_years: float | None = None
+    age_group: str = UNKNOWN
+    sex: str = UNKNOWN
+    bmi: float | None = None
+    weight_kg: float | None = None
+    height_cm: float | None = None
+    diagnosis: str | None = None  # ICBHI: "Healthy", "COPD", "URTI", ...
+    murmur: str | None = None  # CirCor: "present" | "absent" | "unknown"
+    outcome: str | None = None  # CirCor releases with an Outcome field: "normal" | "abnormal"
+    pregnant: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.age_group not in AGE_GROUPS:
+            raise ValueError(f"patient {self.patient_id}: age group {self.age_group!r} not in {AGE_GROUPS}")
+        if self.sex not in SEXES:
+            raise ValueError(f"patient {self.patient_id}: sex {self.sex!r} not in {SEXES}")
+
+
+@dataclass(frozen=True)
+class Event:
+    """An annotated span of a recording: an ICBHI respiratory cycle with its crackle/wheeze flags."""
+
+    start_s: float
+    end_s: float
+    crackle: bool = False
+    wheeze: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One audio file and everything known about it."""
+
+    dataset: str  # "icbhi" | "physionet2016" | "circor2022"
+    recording_id: str  # unique within the dataset, e.g. "101_1b1_Al_sc_Meditron", "a0001", "50782_AV_1"
+    patient_id: str
+    audio_path: Path
+    sample_rate: int
+    num_frames: int
+    num_channels: int = 1
+    location: str = UNKNOWN  # ICBHI: Tc Al Ar Pl Pr Ll Lr; CirCor: AV PV TV MV Phc
+    acquisition_mode: str = UNKNOWN  # ICBHI: "sc" single channel, "mc" multichannel
+    device: str = UNKNOWN  # stethoscope model, or the source database where that is all that is known
+    source: str = UNKNOWN  # sub-database: PhysioNet "training-a", CirCor campaign, ICBHI "ICBHI_final_database"
+    label: str | None = None  # recording-level label: PhysioNet "normal" | "abnormal"
+    events: tuple[Event, ...] = ()  # ICBHI respiratory cycles (empty for heart sounds)
+    official_split: str | None = None  # ICBHI official challenge split: "train" | "test"
+    segmentation_path: Path | None = None  # CirCor heart-cycle segmentation (.tsv), when present
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.sample_rate
+
+
+@dataclass
+class SourceDataset:
+    """What a reader returns: all recordings and patients of one dataset root, plus what it noticed."""
+
+    name: str
+    root: Path
+    recordings: list[Recording]
+    patients: dict[str, Patient]
+    problems: list[Problem] = field(default_factory=list)  # skipped files (skip_bad=True)
+    notes: list[str] = field(default_factory=list)  # documented quirks handled (not errors)
+
+    def __post_init__(self) -> None:
+        missing = sorted({r.patient_id for r in self.recordings} - set(self.patients))
+        if missing:
+            raise ValueError(f"{self.root}: recordings refer to patients without a Patient entry: {missing[:5]}")
+        counts = Counter(r.recording_id for r in self.recordings)
+        duplicated = sorted(i for i, n in counts.items() if n > 1)
+        if duplicated:
+            raise DataError(self.root, f"duplicated recording ids: {duplicated[:5]}")
+
+    def patient(self, recording: Recording) -> Patient:
+        return self.patients[recording.patient_id]
