@@ -1,0 +1,382 @@
+"""Reader for the CirCor DigiScope phonocardiogram dataset (George B. Moody PhysioNet Challenge 2022).
+
+Layout: ``root/training_data/{id}.txt`` (patient header) with per recording ``.wav`` (4 kHz), WFDB
+``.hea`` and, usually, a ``.tsv`` heart-cycle segmentation; ``root/training_data.csv`` summarises the
+headers and is cross-checked against them when present.
+
+Patient header: first line ``{id} {n_recordings} {sample_rate}``, then one line per recording
+``LOC {hea} {wav} [{tsv}]`` (a location recorded twice has ``_1``/``_2`` file suffixes), then
+``#Key: value`` lines (``#Age``, ``#Sex``, ``#Murmur``, ``#Campaign``, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lungheart_cl.data.records import UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset, normalize_sex
+from lungheart_cl.data.sources.wfdb_header import probe_against_header, read_wfdb_header
+
+DATASET = "circor2022"
+DATA_DIR = "training_data"
+SUMMARY_FILE = "training_data.csv"
+# The dataset paper: all recordings were made with a Littmann 3200 electronic stethoscope.
+DEVICE = "littmann3200"
+LOCATIONS = ("AV", "PV", "TV", "MV", "Phc")
+AGE_GROUPS = {
+    "Neonate": "neonate",
+    "Infant": "infant",
+    "Child": "child",
+    "Adolescent": "adolescent",
+    "Young Adult": "adult",
+    "nan": "unknown",
+}
+MURMURS = ("Present", "Absent", "Unknown")
+OUTCOMES = ("Abnormal", "Normal")
+PREGNANCY = {"True": True, "False": False, "nan": None}
+# Segmentation states: 0 unannotated, 1 S1, 2 systole, 3 S2, 4 diastole.
+SEGMENT_STATES = range(5)
+# The summary table renamed its locations column in later releases.
+LOCATION_COLUMNS = ("Locations", "Recording locations:")
+SUMMARY_COLUMNS = ("Patient ID", "Age", "Sex", "Murmur")
+# A missing value is "nan" in the headers; a table written by another tool may leave the cell empty.
+MISSING_VALUES = ("", "nan")
+
+
+@dataclass(frozen=True)
+class _RecordingLine:
+    """One ``LOC hea wav [tsv]`` line of a patient header."""
+
+    line: int
+    location: str
+    hea: str
+    wav: str
+    tsv: str | None
+
+    @property
+    def recording_id(self) -> str:
+        return Path(self.wav).stem
+
+
+@dataclass(frozen=True)
+class _Summary:
+    """training_data.csv: its rows by patient id, and the name of its locations column."""
+
+    path: Path
+    rows: dict[str, dict[str, str]]
+    locations_column: str
+
+
+@dataclass
+class _PatientHeader:
+    """A patient header split into its parts; `fields` maps each ``#Key`` to (value, line number).
+
+    `location_codes` and `listed_files` come from every recording line, valid or not: what the header
+    says, for the cross-check with the summary table and for spotting files no recording claims.
+    """
+
+    path: Path
+    patient_id: str
+    sample_rate: int
+    recordings: list[_RecordingLine] = field(default_factory=list)
+    location_codes: list[str] = field(default_factory=list)
+    listed_files: set[str] = field(default_factory=set)
+    fields: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def value(self, key: str) -> str | None:
+        return self.fields[key][0] if key in self.fields else None
+
+    def error(self, key: str, message: str) -> DataError:
+        """A DataError pointing at the line of field `key` (or at the file when the field is absent)."""
+        if key in self.fields:
+            return DataError(self.path, f"line {self.fields[key][1]}: {message}")
+        return DataError(self.path, message)
+
+
+def _skip_or_raise(error: DataError, skip_bad: bool, problems: list[Problem]) -> None:
+    """Raise `error`, or with skip_bad keep it as a Problem so that reading goes on."""
+    if not skip_bad:
+        raise error
+    problems.append(Problem.from_error(error))
+
+
+def _parse_first_line(path: Path, text: str) -> tuple[str, int, int]:
+    fields = text.split()
+    if len(fields) != 3 or not (fields[1].isdigit() and fields[2].isdigit()):
+        raise DataError(path, f"line 1: expected '{{id}} {{n_recordings}} {{sample_rate}}', got {text!r}")
+    if fields[0] != path.stem:
+        raise DataError(path, f"line 1: patient id {fields[0]!r} differs from the file name")
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def _parse_recording_line(path: Path, number: int, text: str) -> _RecordingLine:
+    fields = text.split()
+    if len(fields) not in (3, 4):
+        raise DataError(path, f"line {number}: expected 'LOC hea wav [tsv]', got {text!r}")
+    if fields[0] not in LOCATIONS:
+        raise DataError(path, f"line {number}: unknown location code {fields[0]!r} (expected one of {LOCATIONS})")
+    tsv = fields[3] if len(fields) == 4 else None
+    return _RecordingLine(number, fields[0], fields[1], fields[2], tsv)
+
+
+def _read_patient_header(path: Path) -> tuple[_PatientHeader, list[DataError]]:
+    """The parsed header, and one error per bad recording line (the rest of the patient stays usable)."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if not lines:
+        raise DataError(path, "patient header is empty")
+    patient_id, declared, sample_rate = _parse_first_line(path, lines[0].strip())
+    header = _PatientHeader(path, patient_id, sample_rate)
+    errors: list[DataError] = []
+    for number, raw in enumerate(lines[1:], start=2):
+        text = raw.strip()
+        if text.startswith("#"):
+            key, colon, value = text[1:].partition(":")
+            if not colon:
+                raise DataError(path, f"line {number}: expected '#Key: value', got {text!r}")
+            header.fields[key.strip()] = (value.strip(), number)
+        elif text:
+            code, *names = text.split()
+            header.location_codes.append(code)
+            header.listed_files.update(names)
+            try:
+                header.recordings.append(_parse_recording_line(path, number, text))
+            except DataError as error:
+                errors.append(error)
+    if len(header.location_codes) != declared:
+        raise DataError(
+            path, f"line 1 declares {declared} recordings but {len(header.location_codes)} recording lines follow"
+        )
+    return header, errors
+
+
+def _optional_float(header: _PatientHeader, key: str) -> float | None:
+    text = header.value(key)
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise header.error(key, f"{key} {text!r} is not a number") from None
+    return None if math.isnan(number) else number
+
+
+def _optional_choice(header: _PatientHeader, key: str, allowed: Collection[str]) -> str | None:
+    """The value of `key`, which must be one of `allowed`; None when the header lacks the field."""
+    value = header.value(key)
+    if value is not None and value not in allowed:
+        raise header.error(key, f"unknown {key} value {value!r} (expected one of {tuple(allowed)})")
+    return value
+
+
+def _required_choice(header: _PatientHeader, key: str, allowed: Collection[str]) -> str:
+    value = _optional_choice(header, key, allowed)
+    if value is None:
+        raise header.error(key, f"#{key} is missing")
+    return value
+
+
+def _patient(header: _PatientHeader) -> Patient:
+    """Demographics and labels of a header; DataError for any value outside the dataset's vocabulary."""
+    age = _required_choice(header, "Age", AGE_GROUPS)
+    pregnancy = _optional_choice(header, "Pregnancy status", PREGNANCY)
+    murmur = _required_choice(header, "Murmur", MURMURS)
+    outcome = _optional_choice(header, "Outcome", OUTCOMES)
+    try:
+        sex = normalize_sex(header.value("Sex"))
+    except ValueError as error:
+        raise header.error("Sex", str(error)) from None
+    return Patient(
+        patient_id=header.patient_id,
+        age_group=AGE_GROUPS[age],
+        sex=sex,
+        height_cm=_optional_float(header, "Height"),
+        weight_kg=_optional_float(header, "Weight"),
+        murmur=murmur.lower(),
+        outcome=outcome.lower() if outcome else None,
+        pregnant=PREGNANCY[pregnancy] if pregnancy is not None else None,
+    )
+
+
+def _parse_segment(text: str) -> tuple[float, float, int] | None:
+    """``start end state`` as numbers, or None when the line is not three finite numbers."""
+    fields = text.split()
+    if len(fields) != 3:
+        return None
+    try:
+        start, end, state = float(fields[0]), float(fields[1]), int(fields[2])
+    except ValueError:
+        return None
+    return (start, end, state) if math.isfinite(start) and math.isfinite(end) else None
+
+
+def _check_segmentation(path: Path) -> None:
+    """Each line must be ``start end state`` with start < end and state in 0..4."""
+    lines = path.read_text(encoding="ascii", errors="replace").splitlines()
+    if not any(line.strip() for line in lines):
+        raise DataError(path, "segmentation file is empty")
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        segment = _parse_segment(text)
+        if segment is None:
+            raise DataError(path, f"line {number}: expected 'start end state' numbers, got {text!r}")
+        start, end, state = segment
+        if end <= start:
+            raise DataError(path, f"line {number}: segment end {end} is not after its start {start}")
+        if state not in SEGMENT_STATES:
+            raise DataError(path, f"line {number}: state {state} is not in 0..4")
+
+
+def _listed_file(directory: Path, header: _PatientHeader, line: _RecordingLine, name: str) -> Path:
+    path = directory / name
+    if not path.is_file():
+        raise DataError(path, f"listed in {header.path.name} line {line.line} but missing")
+    return path
+
+
+def _read_recording(directory: Path, header: _PatientHeader, line: _RecordingLine) -> Recording:
+    wav = _listed_file(directory, header, line, line.wav)
+    wfdb = read_wfdb_header(_listed_file(directory, header, line, line.hea))
+    info = probe_against_header(wfdb, wav)
+    if info.sample_rate != header.sample_rate:
+        raise DataError(
+            wav, f"sample rate {info.sample_rate} Hz differs from the {header.sample_rate} Hz in {header.path.name}"
+        )
+    segmentation = _listed_file(directory, header, line, line.tsv) if line.tsv else None
+    if segmentation is not None:
+        _check_segmentation(segmentation)
+    return Recording(
+        dataset=DATASET,
+        recording_id=line.recording_id,
+        patient_id=header.patient_id,
+        audio_path=wav,
+        sample_rate=info.sample_rate,
+        num_frames=info.num_frames,
+        num_channels=info.num_channels,
+        location=line.location,
+        device=DEVICE,
+        source=header.value("Campaign") or UNKNOWN,
+        segmentation_path=segmentation,
+    )
+
+
+def _read_summary(path: Path) -> _Summary:
+    """training_data.csv, which must have the columns the cross-check compares."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or ())
+        locations = [name for name in LOCATION_COLUMNS if name in columns]
+        missing = [name for name in SUMMARY_COLUMNS if name not in columns] + ([] if locations else ["Locations"])
+        if missing:
+            raise DataError(path, f"missing columns: {missing}")
+        rows: dict[str, dict[str, str]] = {}
+        for row in reader:
+            patient_id = row["Patient ID"].strip()
+            if patient_id in rows:
+                raise DataError(path, f"line {reader.line_num}: patient {patient_id} is listed twice")
+            rows[patient_id] = {key: (value or "").strip() for key, value in row.items() if key is not None}
+    return _Summary(path, rows, locations[0])
+
+
+def _same(left: str | None, right: str | None) -> bool:
+    """Equal, counting every spelling of a missing value as the same."""
+    return left == right or (left in MISSING_VALUES and right in MISSING_VALUES)
+
+
+def _check_summary(summary: _Summary, header: _PatientHeader) -> None:
+    """The CSV row of a patient must agree with its header on locations, age, sex, murmur and outcome."""
+    row = summary.rows.get(header.patient_id)
+    if row is None:
+        raise DataError(summary.path, f"patient {header.patient_id} has a header but no row")
+    pairs = {
+        "locations": (
+            "+".join(sorted(row[summary.locations_column].split("+"))),
+            "+".join(sorted(header.location_codes)),
+        ),
+        **{key: (row[key], header.value(key)) for key in ("Age", "Sex", "Murmur")},
+    }
+    # Outcome exists only in later releases; compare it where both sides have it.
+    if "Outcome" in row and header.value("Outcome") is not None:
+        pairs["Outcome"] = (row["Outcome"], header.value("Outcome"))
+    for key, (found, expected) in pairs.items():
+        if not _same(found, expected):
+            raise DataError(
+                summary.path,
+                f"patient {header.patient_id}: {key} {found!r} disagrees with {expected!r} in {header.path.name}",
+            )
+
+
+def _stray_files(directory: Path, header: _PatientHeader) -> list[str]:
+    """Files named after the patient that its header does not list (e.g. a tsv without its recording)."""
+    return sorted(
+        path.name for path in directory.glob(f"{header.patient_id}_*") if path.name not in header.listed_files
+    )
+
+
+def _read_patient(
+    directory: Path, path: Path, summary: _Summary | None, skip_bad: bool, problems: list[Problem]
+) -> tuple[Patient, list[Recording], list[str]]:
+    """A patient, its recordings and the stray files next to them; DataError for patient-level problems."""
+    header, line_errors = _read_patient_header(path)
+    patient = _patient(header)
+    if summary is not None:
+        _check_summary(summary, header)
+    for error in line_errors:
+        _skip_or_raise(error, skip_bad, problems)
+    recordings: list[Recording] = []
+    seen: dict[str, int] = {}
+    for line in header.recordings:
+        try:
+            first = seen.setdefault(line.recording_id, line.line)
+            if first != line.line:
+                raise DataError(path, f"line {line.line}: recording {line.recording_id} already listed on line {first}")
+            recordings.append(_read_recording(directory, header, line))
+        except DataError as error:
+            _skip_or_raise(error, skip_bad, problems)
+    return patient, recordings, _stray_files(directory, header)
+
+
+def _summary_or_note(root: Path, notes: list[str]) -> _Summary | None:
+    path = root / SUMMARY_FILE
+    if not path.is_file():
+        notes.append(f"{SUMMARY_FILE} not found: patient headers were not cross-checked")
+        return None
+    return _read_summary(path)
+
+
+def read_circor2022(root: Path, *, skip_bad: bool = False) -> SourceDataset:
+    """Read ``root/training_data`` (and cross-check ``root/training_data.csv``) into the shared schema.
+
+    Raises DataError for a bad file (malformed header or segmentation, unknown location/age/sex/murmur,
+    a listed file missing, header/wav mismatch, a recording listed twice, CSV disagreement); with
+    ``skip_bad=True`` the bad recording, or the whole patient for patient-level problems, is left out
+    and listed in ``problems`` (a patient left without recordings is dropped). Files a header does not
+    list are ignored and noted. A missing training_data folder or a summary table without the needed
+    columns always raises.
+    """
+    root = Path(root)
+    directory = root / DATA_DIR
+    if not directory.is_dir():
+        raise DataError(directory, "CirCor training_data folder is missing")
+    notes: list[str] = []
+    problems: list[Problem] = []
+    summary = _summary_or_note(root, notes)
+    patients: dict[str, Patient] = {}
+    recordings: list[Recording] = []
+    for path in sorted(directory.glob("*.txt")):
+        try:
+            patient, patient_recordings, strays = _read_patient(directory, path, summary, skip_bad, problems)
+        except DataError as error:
+            _skip_or_raise(error, skip_bad, problems)
+            continue
+        notes.extend(f"{name}: not listed in {path.name}, belongs to no recording; ignored" for name in strays)
+        if patient_recordings:
+            patients[patient.patient_id] = patient
+            recordings.extend(patient_recordings)
+    if summary is not None:
+        for patient_id in sorted(set(summary.rows) - {path.stem for path in directory.glob("*.txt")}):
+            _skip_or_raise(DataError(summary.path, f"patient {patient_id} has no header file"), skip_bad, problems)
+    return SourceDataset(DATASET, root, recordings, patients, problems, notes)
