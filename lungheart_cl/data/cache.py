@@ -1,0 +1,339 @@
+"""Decode, resample and cut every recording once into a float16 memmap plus a manifest table.
+
+A cache directory holds ``segments.f16`` (N x L float16, row i = segment i), ``manifest.csv``
+(one row per segment: ids, metadata, labels, where the segment sits in its recording) and
+``cache.json`` (parameters, key, counts, skipped files). Its name carries a hash of the reader's
+output, the audio files' sizes and mtimes, and the parameters, so a changed input or setting
+selects a new directory. It is built in a temporary directory and renamed into place, so an
+interrupted build never leaves a usable-looking half cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lungheart_cl.data.audio import load_audio
+from lungheart_cl.data.records import DataError, Problem, Recording, SourceDataset
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+Padding = Literal["zero_center", "repeat", "context"]
+Normalization = Literal["none", "recording_std"]
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How recordings become fixed-length segments.
+
+    Recordings with annotated events (ICBHI cycles) give one segment per event, fitted to
+    ``segment_seconds`` by ``padding``: ``zero_center`` (the study's choice: the cycle centred in
+    zeros, longer cycles centre-cropped), ``repeat`` (the cycle tiled), ``context`` (real audio of
+    the recording around the centred cycle). Recordings without events (heart sounds) are cut
+    into windows of ``segment_seconds`` every ``hop_seconds``; a last partial window is kept,
+    zero-padded, when the audio it adds is at least half a window (or when it is the whole recording).
+    """
+
+    sample_rate: int
+    segment_seconds: float
+    padding: Padding = "zero_center"
+    hop_seconds: float | None = None  # windows of event-less recordings; None = segment_seconds
+    normalization: Normalization = "recording_std"  # removes per-recording gain (device, placement)
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("zero_center", "repeat", "context"):
+            raise ValueError(f"padding must be zero_center, repeat or context, not {self.padding!r}")
+        if self.normalization not in ("none", "recording_std"):
+            raise ValueError(f"normalization must be none or recording_std, not {self.normalization!r}")
+        if self.sample_rate <= 0 or self.segment_seconds <= 0:
+            raise ValueError("sample_rate and segment_seconds must be positive")
+
+    @property
+    def segment_samples(self) -> int:
+        return int(round(self.segment_seconds * self.sample_rate))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round((self.hop_seconds or self.segment_seconds) * self.sample_rate))
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """Where one segment comes from: a span of its recording and its event labels."""
+
+    start_s: float
+    end_s: float
+    event_index: int = -1  # index into Recording.events; -1 for windows
+    crackle: int = -1  # -1 where the dataset has no such label
+    wheeze: int = -1
+
+
+@dataclass
+class SegmentCache:
+    """A built cache: the memmap of segments and the manifest describing each row."""
+
+    directory: Path
+    segments: np.memmap
+    manifest: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.segments.shape[0]
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self.info.get("problems", []))
+
+    @classmethod
+    def open(cls, directory: Path) -> SegmentCache:
+        directory = Path(directory)
+        info = json.loads((directory / "cache.json").read_text())
+        segments = np.memmap(directory / "segments.f16", dtype=np.float16, mode="r",
+                             shape=(info["num_segments"], info["segment_samples"]))
+        return cls(directory, segments, read_manifest(directory / "manifest.csv"), info)
+
+
+def plan_segments(recording: Recording, config: CacheConfig) -> list[SegmentSpec]:
+    """The segments a recording yields, from metadata alone (so offsets are known before decoding)."""
+    if recording.events:
+        return [SegmentSpec(e.start_s, e.end_s, i, int(e.crackle), int(e.wheeze))
+                for i, e in enumerate(recording.events)]
+    seconds = recording.duration_s
+    window, hop = config.segment_seconds, config.hop_seconds or config.segment_seconds
+    starts = np.arange(0.0, max(seconds - window, 0.0) + 1e-9, hop)
+    specs = [SegmentSpec(float(s), float(min(s + window, seconds))) for s in starts]
+    uncovered = seconds - (starts[-1] + window)
+    if uncovered >= window / 2:
+        specs.append(SegmentSpec(float(starts[-1] + hop), float(seconds)))
+    return specs
+
+
+def cut_segment(audio: np.ndarray, spec: SegmentSpec, config: CacheConfig) -> tuple[np.ndarray, int, int]:
+    """One fixed-length segment and the [valid_start, valid_end) samples that hold its own audio."""
+    rate, length = config.sample_rate, config.segment_samples
+    start = int(round(spec.start_s * rate))
+    end = min(max(int(round(spec.end_s * rate)), start + 1), len(audio))
+    piece = audio[start:end]
+    if len(piece) == 0:
+        raise ValueError(f"segment {spec} lies outside the audio ({len(audio)} samples)")
+    out = np.zeros(length, dtype=np.float32)
+    if spec.event_index < 0:  # windows start at their own time; only the tail is padded
+        out[: len(piece)] = piece[:length]
+        return out, 0, min(len(piece), length)
+    if len(piece) >= length:  # long cycle: keep its centre
+        offset = (len(piece) - length) // 2
+        return piece[offset: offset + length].copy(), 0, length
+    left = (length - len(piece)) // 2
+    if config.padding == "zero_center":
+        out[left: left + len(piece)] = piece
+    elif config.padding == "repeat":
+        reps = int(np.ceil(length / len(piece))) + 1
+        tiled = np.tile(piece, reps)
+        out[:] = np.roll(tiled[:length], left)  # the original cycle stays at the centre
+    else:  # context: the recording's own audio around the centred cycle
+        ctx_start = start - left
+        lo, hi = max(ctx_start, 0), min(ctx_start + length, len(audio))
+        out[lo - ctx_start: hi - ctx_start] = audio[lo:hi]
+    return out, left, left + len(piece)
+
+
+def _decode_into(directory: str, shape: tuple[int, int], offset: int, recording: Recording,
+                 specs: list[SegmentSpec], config: CacheConfig) -> tuple[int, list[tuple[int, int]]]:
+    """Worker: decode one recording and write its segments at rows [offset, offset+len(specs))."""
+    audio = load_audio(recording.audio_path, config.sample_rate, expected_rate=recording.sample_rate)
+    if config.normalization == "recording_std":
+        audio = audio - audio.mean()
+        std = float(audio.std())
+        if std > 0:
+            audio = audio / std
+    segments = np.memmap(Path(directory) / "segments.f16", dtype=np.float16, mode="r+", shape=shape)
+    valid = []
+    for row, spec in enumerate(specs):
+        try:
+            segment, lo, hi = cut_segment(audio, spec, config)
+        except ValueError as error:
+            raise DataError(recording.audio_path, str(error)) from error
+        segments[offset + row] = np.clip(segment, -65000, 65000)  # float16 range
+        valid.append((lo, hi))
+    segments.flush()
+    return offset, valid
+
+
+def cache_key(source: SourceDataset, config: CacheConfig) -> str:
+    """Hash of everything the cache depends on: parsed metadata, audio file stats, parameters."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": CACHE_FORMAT_VERSION, "dataset": source.name,
+                              "config": asdict(config)}, sort_keys=True).encode())
+    for recording in source.recordings:
+        stat = recording.audio_path.stat()
+        digest.update(repr((recording, source.patients[recording.patient_id],
+                            stat.st_size, stat.st_mtime_ns)).encode())
+    return digest.hexdigest()
+
+
+def cache_directory(cache_root: Path, source: SourceDataset, config: CacheConfig) -> Path:
+    return Path(cache_root) / f"{source.name}-{config.sample_rate}hz-{cache_key(source, config)[:16]}"
+
+
+def build_cache(source: SourceDataset, config: CacheConfig, cache_root: Path, *, skip_bad: bool = False,
+                workers: int | None = None, progress: bool = True) -> SegmentCache:
+    """Return the cache for (source, config), building it if it does not exist yet."""
+    target = cache_directory(cache_root, source, config)
+    if (target / "cache.json").is_file():
+        return SegmentCache.open(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    plans = [plan_segments(r, config) for r in source.recordings]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in plans])]).astype(int)
+    shape = (int(offsets[-1]), config.segment_samples)
+    tmp = Path(tempfile.mkdtemp(prefix=f".building-{target.name}-", dir=target.parent))
+    try:
+        np.memmap(tmp / "segments.f16", dtype=np.float16, mode="w+", shape=shape).flush()
+        valid, problems = _decode_all(tmp, shape, offsets, source, plans, config, skip_bad, workers, progress)
+        keep = [i for i, r in enumerate(source.recordings) if r.recording_id not in problems]
+        if len(keep) < len(source.recordings):
+            shape = _compact(tmp, shape, offsets, keep)
+        rows = _manifest_rows(source, plans, valid, keep)
+        write_manifest(tmp / "manifest.csv", rows)
+        info = {"format_version": CACHE_FORMAT_VERSION, "dataset": source.name, "root": str(source.root),
+                "config": asdict(config), "key": cache_key(source, config),
+                "num_segments": shape[0], "segment_samples": shape[1],
+                "num_recordings": len(keep), "problems": [str(p) for p in problems.values()],
+                "notes": list(source.notes), "reader_problems": [str(p) for p in source.problems]}
+        (tmp / "cache.json").write_text(json.dumps(info, indent=2))
+        _publish(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for problem in problems.values():
+        log.warning("skipped %s", problem)
+    return SegmentCache.open(target)
+
+
+def _decode_all(tmp: Path, shape: tuple[int, int], offsets: np.ndarray, source: SourceDataset,
+                plans: list[list[SegmentSpec]], config: CacheConfig, skip_bad: bool, workers: int | None,
+                progress: bool) -> tuple[dict[int, list[tuple[int, int]]], dict[str, Problem]]:
+    """Decode every recording in worker processes; returns valid spans by offset and skipped files."""
+    valid: dict[int, list[tuple[int, int]]] = {}
+    problems: dict[str, Problem] = {}
+    jobs = [(str(tmp), shape, int(offsets[i]), rec, plans[i], config) for i, rec in enumerate(source.recordings)]
+    workers = min(workers or os.cpu_count() or 1, 8, len(jobs))
+    bar = tqdm(total=len(jobs), desc=f"caching {source.name}", unit="rec", disable=not progress)
+
+    def collect(recording: Recording, run) -> None:
+        try:
+            offset, spans = run()
+            valid[offset] = spans
+        except DataError as error:
+            if not skip_bad:
+                raise
+            problems[recording.recording_id] = Problem.from_error(error)
+        bar.update()
+
+    try:
+        if workers <= 1:
+            for job in jobs:
+                collect(job[3], lambda job=job: _decode_into(*job))
+        else:  # spawn: forking a process that holds torch/OpenMP threads can deadlock
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_decode_into, *job): job[3] for job in jobs}
+                try:
+                    for future in as_completed(futures):
+                        collect(futures[future], future.result)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    return valid, problems
+
+
+def _compact(tmp: Path, shape: tuple[int, int], offsets: np.ndarray, keep: list[int]) -> tuple[int, int]:
+    """Drop the rows of skipped recordings (rare: only with skip_bad)."""
+    old = np.memmap(tmp / "segments.f16", dtype=np.float16, mode="r", shape=shape)
+    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in keep]) if keep else np.array([], int)
+    new_shape = (len(rows), shape[1])
+    new = np.memmap(tmp / "segments.tmp", dtype=np.float16, mode="w+", shape=new_shape)
+    if len(rows):
+        new[:] = old[rows]
+    new.flush()
+    del old, new
+    os.replace(tmp / "segments.tmp", tmp / "segments.f16")
+    return new_shape
+
+
+def _manifest_rows(source: SourceDataset, plans: list[list[SegmentSpec]],
+                   valid: dict[int, list[tuple[int, int]]], keep: list[int]) -> list[dict]:
+    rows = []
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in plans])]).astype(int)
+    for i in keep:
+        recording = source.recordings[i]
+        patient = source.patients[recording.patient_id]
+        for spec, (lo, hi) in zip(plans[i], valid[int(offsets[i])]):
+            rows.append({
+                "recording_id": recording.recording_id, "patient_id": recording.patient_id,
+                "dataset": recording.dataset, "location": recording.location,
+                "acquisition_mode": recording.acquisition_mode, "device": recording.device,
+                "source": recording.source, "age_group": patient.age_group, "sex": patient.sex,
+                "age_years": "" if patient.age_years is None else patient.age_years,
+                "diagnosis": patient.diagnosis or "", "recording_label": recording.label or "",
+                "murmur": patient.murmur or "", "outcome": patient.outcome or "",
+                "official_split": recording.official_split or "",
+                "start_s": round(spec.start_s, 4), "end_s": round(spec.end_s, 4),
+                "event_index": spec.event_index, "crackle": spec.crackle, "wheeze": spec.wheeze,
+                "valid_start": lo, "valid_end": hi,
+            })
+    return rows
+
+
+MANIFEST_INT_COLUMNS = ("event_index", "crackle", "wheeze", "valid_start", "valid_end")
+MANIFEST_FLOAT_COLUMNS = ("start_s", "end_s", "age_years")
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        raise ValueError(f"{path}: no segments to write (every recording was skipped or empty)")
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_manifest(path: Path) -> dict[str, np.ndarray]:
+    """The manifest as columns: ints and floats typed, everything else as str arrays."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns: dict[str, np.ndarray] = {}
+    for name in rows[0]:
+        values = [row[name] for row in rows]
+        if name in MANIFEST_INT_COLUMNS:
+            columns[name] = np.asarray(values, dtype=np.int64)
+        elif name in MANIFEST_FLOAT_COLUMNS:
+            columns[name] = np.asarray([float(v) if v != "" else np.nan for v in values], dtype=np.float64)
+        else:
+            columns[name] = np.asarray(values, dtype=str)
+    return columns
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Atomic rename into place; if another process won the race, keep theirs."""
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if (target / "cache.json").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise

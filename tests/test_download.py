@@ -1,0 +1,429 @@
+"""The downloader against a real HTTP server on 127.0.0.1 (Range support, cut-offs, corruption)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import tarfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from lungheart_cl.data.download import (
+    DOWNLOADS_DIR,
+    SOURCES,
+    ChecksumError,
+    DatasetSource,
+    DownloadError,
+    RemoteFile,
+    UnsafeArchiveError,
+    download_dataset,
+    find_dataset_root,
+    manual_instructions,
+    with_base_url,
+)
+
+TIMEOUT_S = 2.0
+
+
+@dataclass
+class FakeServer:
+    """What the test HTTP server serves and how it misbehaves; it records (path, Range) per request."""
+
+    url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+    ignore_range: bool = False
+    cut_after: int | None = None
+    corrupt: bool = False
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def ranges(self, path: str) -> list[str | None]:
+        return [header for seen, header in self.requests if seen == path]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        state: FakeServer = self.server.state  # type: ignore[attr-defined]
+        range_header = self.headers.get("Range")
+        state.requests.append((self.path, range_header))
+        body = state.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        if state.corrupt:
+            body = bytes(byte ^ 0xFF for byte in body)
+        start = 0
+        if range_header and not state.ignore_range:
+            start = int(range_header.removeprefix("bytes=").removesuffix("-"))
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        payload = body[start:]
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        # HTTP/1.0: the connection closes after this, so a cut-off leaves the client short of bytes.
+        self.wfile.write(payload if state.cut_after is None else payload[: state.cut_after])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    state = FakeServer(url=f"http://127.0.0.1:{httpd.server_address[1]}")
+    httpd.state = state  # type: ignore[attr-defined]
+    # A short poll interval keeps shutdown() (which waits one poll) from slowing every test.
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as handle:
+        for name, data in entries.items():
+            handle.writestr(name, data)
+    return buffer.getvalue()
+
+
+def tar_bytes(members: list[tarfile.TarInfo], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as handle:
+        for member in members:
+            handle.addfile(member, io.BytesIO(b"x" * member.size) if member.isfile() else None)
+    return buffer.getvalue()
+
+
+def tar_member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, linkname
+    member.size = 1 if kind == tarfile.REGTYPE else 0
+    return member
+
+
+RECORDING = os.urandom(200_000)  # incompressible, so the archive is big enough to cut in half
+LABELS = b"rec1,normal\n"
+ARCHIVE = zip_bytes({"tiny_db/rec1.wav": RECORDING, "tiny_db/rec1.txt": b"0.0\t1.0\t0\t0\n"})
+
+
+def tiny_source(archive_sha256: str | None = sha256(ARCHIVE)) -> DatasetSource:
+    """An ICBHI-shaped test entry: one zip with a folder plus one plain file, at official-looking URLs."""
+    return DatasetSource(
+        name="tiny",
+        title="Tiny test dataset",
+        homepage="https://example.org/tiny",
+        files=(
+            RemoteFile("tiny.zip", "https://example.org/data/tiny.zip", sha256=archive_sha256),
+            RemoteFile("tiny_labels.txt", "https://example.org/data/tiny_labels.txt"),
+        ),
+        layout=("tiny_db/rec1.wav", "tiny_labels.txt"),
+        license="test licence",
+        citation="test citation",
+    )
+
+
+@pytest.fixture
+def tiny(server: FakeServer) -> DatasetSource:
+    server.files.update({"/data/tiny.zip": ARCHIVE, "/data/tiny_labels.txt": LABELS})
+    return tiny_source()
+
+
+def fetch(source: DatasetSource, root: Path, server: FakeServer, **kwargs: object) -> Path:
+    return download_dataset(source, root, base_url=server.url, timeout=TIMEOUT_S, **kwargs)
+
+
+def visible_entries(root: Path) -> list[str]:
+    """What is in root besides .downloads (staging folders would show up here)."""
+    return sorted(path.name for path in root.iterdir() if path.name != DOWNLOADS_DIR)
+
+
+def test_downloads_verifies_unpacks_and_then_skips(tmp_path: Path, server: FakeServer, tiny: DatasetSource):
+    root = tmp_path / "root"
+    assert fetch(tiny, root, server) == root
+    assert (root / "tiny_db" / "rec1.wav").read_bytes() == RECORDING
+    assert (root / "tiny_labels.txt").read_bytes() == LABELS
+    assert (root / DOWNLOADS_DIR / "tiny.zip").read_bytes() == ARCHIVE
+    assert not list((root / DOWNLOADS_DIR).glob("*.part"))
+    assert visible_entries(root) == ["tiny_db", "tiny_labels.txt"]
+    seen = len(server.requests)
+    assert fetch(tiny, root, server) == root
+    assert len(server.requests) == seen, "a complete dataset must not be fetched again"
+
+
+def test_force_fetches_and_unpacks_again(tmp_path: Path, server: FakeServer, tiny: DatasetSource):
+    root = tmp_path / "root"
+    fetch(tiny, root, server)
+    (root / "tiny_db" / "rec1.wav").write_bytes(b"edited")
+    fetch(tiny, root, server, force=True)
+    assert server.ranges("/data/tiny.zip") == [None, None]
+    assert (root / "tiny_db" / "rec1.wav").read_bytes() == RECORDING
+    assert visible_entries(root) == ["tiny_db", "tiny_labels.txt"]
+
+
+def test_cut_off_download_keeps_part_and_resumes_with_range(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource
+):
+    root = tmp_path / "root"
+    half = len(ARCHIVE) // 2
+    server.cut_after = half
+    with pytest.raises(DownloadError, match=f"closed after {half} of {len(ARCHIVE)} bytes"):
+        fetch(tiny, root, server)
+    downloads = root / DOWNLOADS_DIR
+    assert (downloads / "tiny.zip.part").stat().st_size == half
+    assert not (downloads / "tiny.zip").exists()
+    assert visible_entries(root) == []
+
+    server.cut_after = None
+    assert fetch(tiny, root, server) == root
+    assert server.ranges("/data/tiny.zip") == [None, f"bytes={half}-"]
+    assert (downloads / "tiny.zip").read_bytes() == ARCHIVE
+    assert not (downloads / "tiny.zip.part").exists()
+    assert (root / "tiny_db" / "rec1.wav").read_bytes() == RECORDING
+
+
+def test_server_ignoring_range_restarts_the_file_cleanly(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource
+):
+    root = tmp_path / "root"
+    (root / DOWNLOADS_DIR).mkdir(parents=True)
+    (root / DOWNLOADS_DIR / "tiny.zip.part").write_bytes(b"\0" * 1000)
+    server.ignore_range = True
+    fetch(tiny, root, server)
+    assert server.ranges("/data/tiny.zip") == ["bytes=1000-"]
+    assert (root / DOWNLOADS_DIR / "tiny.zip").read_bytes() == ARCHIVE
+
+
+def test_complete_part_file_is_finished_without_refetching(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource
+):
+    root = tmp_path / "root"
+    (root / DOWNLOADS_DIR).mkdir(parents=True)
+    (root / DOWNLOADS_DIR / "tiny.zip.part").write_bytes(ARCHIVE)  # run stopped before verification
+    fetch(tiny, root, server)
+    assert server.ranges("/data/tiny.zip") == [f"bytes={len(ARCHIVE)}-"]  # answered 416
+    assert (root / "tiny_db" / "rec1.wav").read_bytes() == RECORDING
+
+
+def test_corrupted_download_fails_the_checksum_and_leaves_no_file(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource
+):
+    root = tmp_path / "root"
+    server.corrupt = True
+    with pytest.raises(ChecksumError) as caught:
+        fetch(tiny, root, server)
+    corrupted = bytes(byte ^ 0xFF for byte in ARCHIVE)
+    message = str(caught.value)
+    assert "tiny.zip" in message and sha256(ARCHIVE) in message and sha256(corrupted) in message
+    assert list((root / DOWNLOADS_DIR).iterdir()) == []
+    assert visible_entries(root) == []
+
+
+def test_wrong_file_placed_by_hand_is_detected(tmp_path: Path, server: FakeServer, tiny: DatasetSource):
+    root = tmp_path / "root"
+    (root / DOWNLOADS_DIR).mkdir(parents=True)
+    (root / DOWNLOADS_DIR / "tiny.zip").write_bytes(b"not the archive")
+    with pytest.raises(ChecksumError, match=sha256(b"not the archive")):
+        fetch(tiny, root, server)
+    assert not (root / DOWNLOADS_DIR / "tiny.zip").exists()
+
+
+def _unsafe_archives(outside: Path) -> dict[str, tuple[str, bytes, str]]:
+    """name -> (archive file name, archive bytes, the entry that must be named in the error)."""
+    absolute = str(outside / "evil.txt")
+    return {
+        "zip-dotdot": ("bad.zip", zip_bytes({"ok/a.txt": b"a", "../evil.txt": b"evil"}), "../evil.txt"),
+        "tar-absolute": ("bad.tar.gz", tar_bytes([tar_member("ok/a.txt"), tar_member(absolute)]), absolute),
+        "tar-symlink-escape": (
+            "bad.tar.gz",
+            # From <root>/<staging>/ok/, four levels up is tmp_path: the link would reach outside/.
+            tar_bytes(
+                [
+                    tar_member("ok/link", tarfile.SYMTYPE, "../../../../outside"),
+                    tar_member("ok/link/evil.txt"),
+                ]
+            ),
+            "ok/link",
+        ),
+        "tar-hardlink-absolute": (
+            "bad.tar",
+            tar_bytes([tar_member("ok/passwd", tarfile.LNKTYPE, "/etc/passwd")], mode="w"),
+            "ok/passwd",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["zip-dotdot", "tar-absolute", "tar-symlink-escape", "tar-hardlink-absolute"]
+)
+def test_unsafe_archives_are_refused(tmp_path: Path, server: FakeServer, case: str):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "sandbox" / "root"
+    name, data, entry = _unsafe_archives(outside)[case]
+    server.files[f"/data/{name}"] = data
+    source = DatasetSource(
+        name="bad",
+        title="Hostile archive",
+        homepage="https://example.org/bad",
+        files=(RemoteFile(name, f"https://example.org/data/{name}", sha256=sha256(data)),),
+        layout=("ok/a.txt",),
+        license="test",
+        citation="test",
+    )
+    with pytest.raises(UnsafeArchiveError) as caught:
+        fetch(source, root, server)
+    assert repr(entry) in str(caught.value)
+    assert list(outside.iterdir()) == []
+    assert sorted(path.name for path in (tmp_path / "sandbox").iterdir()) == ["root"]
+    assert visible_entries(root) == [], "nothing of a refused archive may be left in root"
+
+
+def test_unreachable_server_gives_actionable_offline_message(tmp_path: Path, tiny: DatasetSource):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = tmp_path / "root"
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as caught:
+        download_dataset(tiny, root, base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT_S)
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert f"http://127.0.0.1:{port}/data/tiny.zip" in message
+    assert "offline" in message
+    assert str(root / DOWNLOADS_DIR / "tiny.zip") in message
+    assert "tiny_db/rec1.wav" in message and "tiny_labels.txt" in message
+    assert f"lungheart-cl data inspect --dataset tiny --root {root}" in message
+
+
+def test_silent_server_times_out_instead_of_hanging(tmp_path: Path, tiny: DatasetSource):
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(DownloadError, match="offline"):
+            download_dataset(tiny, tmp_path / "root", base_url=f"http://127.0.0.1:{port}", timeout=0.3)
+        assert time.monotonic() - started < 3
+
+
+def test_http_error_names_the_status_and_the_manual_steps(tmp_path: Path, server: FakeServer):
+    with pytest.raises(DownloadError, match="HTTP 404") as caught:
+        fetch(tiny_source(), tmp_path / "root", server)
+    assert "lungheart-cl data inspect --dataset tiny" in str(caught.value)
+
+
+def physionet_like(server: FakeServer, members: dict[str, bytes], sums: dict[str, str]) -> DatasetSource:
+    """A PhysioNet-shaped entry: a whole-project zip with a top folder, checked against SHA256SUMS.txt."""
+    server.files["/files/proj/1.0/SHA256SUMS.txt"] = "".join(
+        f"{digest}  {path}\n" for path, digest in sums.items()
+    ).encode()
+    archive = zip_bytes({f"proj-1.0/{path}": data for path, data in members.items()})
+    server.files["/static/proj-1.0.zip"] = archive
+    return DatasetSource(
+        name="proj",
+        title="PhysioNet-shaped test project",
+        homepage="https://example.org/proj",
+        files=(RemoteFile("proj-1.0.zip", "https://example.org/static/proj-1.0.zip", sums_root="proj-1.0"),),
+        layout=("training_data", "training_data.csv"),
+        license="test",
+        citation="test",
+        sha256sums=RemoteFile("SHA256SUMS.txt", "https://example.org/files/proj/1.0/SHA256SUMS.txt"),
+    )
+
+
+MEMBERS = {"training_data/1_AV.wav": RECORDING, "training_data.csv": b"Patient ID\n1\n"}
+
+
+def test_published_sums_verify_the_unpacked_files(tmp_path: Path, server: FakeServer):
+    source = physionet_like(server, MEMBERS, {path: sha256(data) for path, data in MEMBERS.items()})
+    root = tmp_path / "root"
+    assert fetch(source, root, server) == root / "proj-1.0"
+    assert find_dataset_root(source, root) == root / "proj-1.0"
+
+
+def test_published_sums_mismatch_names_the_member_and_installs_nothing(tmp_path: Path, server: FakeServer):
+    sums = {"training_data/1_AV.wav": sha256(RECORDING), "training_data.csv": sha256(b"other")}
+    source = physionet_like(server, MEMBERS, sums)
+    root = tmp_path / "root"
+    with pytest.raises(ChecksumError) as caught:
+        fetch(source, root, server)
+    message = str(caught.value)
+    assert "training_data.csv" in message and sha256(b"other") in message
+    assert sha256(MEMBERS["training_data.csv"]) in message
+    assert not (root / DOWNLOADS_DIR / "proj-1.0.zip").exists()
+    assert visible_entries(root) == []
+
+
+def test_published_sums_check_a_listed_archive(tmp_path: Path, server: FakeServer, tiny: DatasetSource):
+    server.files["/sums/SHA256SUMS.txt"] = f"{sha256(b'something else')}  tiny.zip\n".encode()
+    listed = RemoteFile("tiny.zip", "https://example.org/data/tiny.zip", sums_path="tiny.zip")
+    source = replace(
+        tiny,
+        files=(listed, tiny.files[1]),
+        sha256sums=RemoteFile("SHA256SUMS.txt", "https://example.org/sums/SHA256SUMS.txt"),
+    )
+    with pytest.raises(ChecksumError, match=sha256(ARCHIVE)):
+        fetch(source, tmp_path / "root", server)
+
+
+def test_archive_missing_from_published_sums_warns_and_downloads_unverified(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource
+):
+    server.files["/sums/SHA256SUMS.txt"] = f"{sha256(b'x')}  other.zip\n".encode()
+    listed = RemoteFile("tiny.zip", "https://example.org/data/tiny.zip", sums_path="tiny.zip")
+    source = replace(
+        tiny,
+        files=(listed, tiny.files[1]),
+        sha256sums=RemoteFile("SHA256SUMS.txt", "https://example.org/sums/SHA256SUMS.txt"),
+    )
+    with pytest.warns(UserWarning, match="tiny.zip is not listed"):
+        assert fetch(source, tmp_path / "root", server) == tmp_path / "root"
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_registry_entries_are_complete(name: str):
+    source = SOURCES[name]
+    urls = [file.url for file in source.files]
+    assert all(url.startswith("https://") for url in urls)
+    assert source.layout and source.license and source.citation
+    text = manual_instructions(name, "/data/x")
+    assert all(url in text for url in urls)
+    assert all(entry in text for entry in source.layout)
+    assert f"lungheart-cl data inspect --dataset {name} --root /data/x" in text
+    # PhysioNet publishes SHA256SUMS.txt per project version; ICBHI publishes no checksums.
+    assert (source.sha256sums is not None) == (name != "icbhi")
+
+
+def test_unknown_dataset_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        download_dataset("nope", tmp_path)
+
+
+def test_base_url_keeps_the_official_paths():
+    mirrored = with_base_url(SOURCES["physionet2016"], "http://mirror.example/pn/")
+    assert mirrored.files[0].url == "http://mirror.example/pn/files/challenge-2016/1.0.0/training.zip"
+    assert mirrored.sha256sums is not None
+    assert mirrored.sha256sums.url == "http://mirror.example/pn/files/challenge-2016/1.0.0/SHA256SUMS.txt"
