@@ -247,8 +247,10 @@ def _decode_all(tmp: Path, shape: tuple[int, int], offsets: np.ndarray, source: 
         if workers <= 1:
             for job in jobs:
                 collect(job[3], lambda job=job: _decode_into(*job))
-        else:  # spawn: forking a process that holds torch/OpenMP threads can deadlock
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        else:  # fork, like DataLoader workers: no re-import of the user's main script (spawn would)
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
                 futures = {pool.submit(_decode_into, *job): job[3] for job in jobs}
                 try:
                     for future in as_completed(futures):

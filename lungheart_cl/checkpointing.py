@@ -1,0 +1,121 @@
+"""Checkpoints written atomically, exported encoders, and loading either back with clear errors.
+
+An exported encoder (``encoder-best.pt``) holds the encoder's class path and arguments, its
+weights, the front end's settings and training statistics, and where it came from; the
+classifier rebuilds exactly that network from it or from a full Lightning checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lungheart_cl.encoders import Encoder, build_encoder
+from lungheart_cl.frontend import LogMelFrontend
+
+EXPORT_FORMAT = "lungheart-cl-encoder"
+EXPORT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here, naming the file and the mismatch."""
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves a truncated file at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that writes through a temporary file and an atomic rename."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, Path(path))
+
+
+@dataclass
+class PretrainedEncoder:
+    encoder: Encoder
+    frontend: LogMelFrontend
+    provenance: dict
+
+
+def _frontend_from(config: dict, state: dict) -> LogMelFrontend:
+    frontend = LogMelFrontend(**config)
+    frontend.load_state_dict(state)
+    return frontend
+
+
+def _substate(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def export_encoder(encoder: Encoder, frontend: LogMelFrontend, path: Path, provenance: dict) -> Path:
+    atomic_torch_save({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "encoder_config": encoder.config,
+                       "encoder_state": encoder.state_dict(), "frontend_config": frontend.config,
+                       "frontend_state": frontend.state_dict(), "embedding_dim": encoder.embedding_dim,
+                       "provenance": provenance}, path)
+    return Path(path)
+
+
+def export_from_checkpoint(checkpoint_path: Path, path: Path) -> Path:
+    loaded = load_pretrained(checkpoint_path)
+    return export_encoder(loaded.encoder, loaded.frontend, path, loaded.provenance)
+
+
+def load_pretrained(path: Path | str) -> PretrainedEncoder:
+    """Encoder + front end from an exported encoder or a pretraining Lightning checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a lungheart-cl checkpoint (a {type(payload).__name__})")
+    if payload.get("format") == EXPORT_FORMAT:
+        encoder_config, frontend_config = payload["encoder_config"], payload["frontend_config"]
+        encoder_state, frontend_state = payload["encoder_state"], payload["frontend_state"]
+        provenance = dict(payload.get("provenance", {}))
+    elif "lungheart_cl" in payload and "state_dict" in payload:
+        meta = payload["lungheart_cl"]
+        encoder_config, frontend_config = meta["encoder_config"], meta["frontend_config"]
+        encoder_state = _substate(payload["state_dict"], "encoder.")
+        frontend_state = _substate(payload["state_dict"], "frontend.")
+        if meta.get("kind") != "pretrain":
+            raise CheckpointError(f"{path}: a {meta.get('kind')} checkpoint, not a pretraining one")
+        provenance = {"checkpoint": str(path), "scheme": meta.get("scheme"), "epoch": payload.get("epoch"),
+                      "global_step": payload.get("global_step"), "knn_auroc_init": meta.get("knn_auroc_init")}
+    else:
+        raise CheckpointError(f"{path}: not a lungheart-cl pretraining checkpoint or exported encoder "
+                              f"(keys: {sorted(payload)[:8]})")
+    encoder = build_encoder(encoder_config)
+    result = encoder.load_state_dict(encoder_state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{path}: weights do not fit {encoder_config['class_path']} "
+                              f"{encoder_config.get('init_args')}: missing {result.missing_keys[:5]}, "
+                              f"unexpected {result.unexpected_keys[:5]}")
+    provenance.setdefault("checkpoint", str(path))
+    provenance["encoder"] = encoder_config
+    return PretrainedEncoder(encoder, _frontend_from(frontend_config, frontend_state), provenance)
+
+
+def check_same_encoder(requested: dict | None, loaded: dict, path: Path) -> None:
+    """An explicitly requested encoder must be the one the checkpoint was trained with."""
+    if requested is None or requested == loaded:
+        return
+    raise CheckpointError(f"{path}: the checkpoint holds {loaded['class_path']} {loaded.get('init_args')}, "
+                          f"but the configuration asks for {requested['class_path']} {requested.get('init_args')}")

@@ -1,0 +1,285 @@
+"""The downstream LightningModule: linear probe, fine-tuning or the supervised-from-scratch baseline.
+
+Modes:
+  linear    frozen encoder in eval mode (pretrained, or randomly initialised as a baseline); its
+            features are computed once per segment and cached, then a linear head is trained.
+  finetune  the pretrained encoder and a head train together (encoder at ``encoder_lr_scale`` x lr).
+  scratch   the same network from random weights: the supervised baseline.
+Model selection uses the validation patients only; `on_test_epoch_end` scores the test patients
+once, with patient-cluster bootstrap CIs, and writes the run's results JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lungheart_cl.checkpointing import CheckpointError, check_same_encoder, load_pretrained
+from lungheart_cl.data.tasks import get_task
+from lungheart_cl.encoders import Encoder, SmallCNN
+from lungheart_cl.frontend import LogMelFrontend
+from lungheart_cl.metrics import aggregate, evaluate, metric_function
+from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
+from lungheart_cl.views import ViewPipeline, frames_from_samples
+
+Mode = Literal["linear", "finetune", "scratch"]
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with statistics fitted once (`fit`), stored as buffers."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, features: Tensor) -> None:
+        self.mean.copy_(features.mean(0))
+        self.std.copy_(features.std(0).clamp_min(1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def resolve_checkpoint(checkpoint: str | None, runs_dir: str = "runs") -> str | None:
+    """'latest' = the newest exported pretrained encoder under `runs_dir`."""
+    if checkpoint != "latest":
+        return checkpoint
+    candidates = sorted(Path(runs_dir).glob("**/encoder-best.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CheckpointError(f"checkpoint 'latest': no encoder-best.pt under {runs_dir}/; run `make pretrain` first")
+    return str(candidates[-1])
+
+
+class Classifier(L.LightningModule):
+    """Diagnosis classifier on top of a (pretrained or random) encoder.
+
+    Args:
+        mode: linear | finetune | scratch (see module docstring).
+        checkpoint: pretraining checkpoint (.ckpt) or exported encoder (.pt); 'latest' = the newest
+            ``encoder-best.pt`` under runs/; None = random initialisation.
+        encoder: the encoder to build without a checkpoint; with one, it must match the checkpoint's.
+        views: augmentation of the training batches in finetune/scratch modes (None = none).
+        sample_rate / num_classes / task: linked from the data module by the CLI.
+        n_mels / window_ms / hop_ms / f_min / f_max: front end when not loaded from a checkpoint.
+        head_hidden_dim: 0 = a linear head; > 0 = an MLP head with one hidden layer.
+        lr / encoder_lr_scale / weight_decay / optimizer / warmup_epochs / min_lr_ratio: optimisation.
+        class_weighting: "balanced" weights the loss by inverse class frequency of the labelled set.
+        bootstrap_samples / ci_level: test-set confidence intervals (patients resampled).
+        results_dir: where the results JSON of the run is written.
+        scheme: name of the pretraining scheme for reports (default: from the checkpoint, or the mode).
+    """
+
+    def __init__(self, mode: Mode = "linear", checkpoint: str | None = None, encoder: Encoder | None = None,
+                 views: ViewPipeline | None = None, sample_rate: int = 4000, num_classes: int = 2,
+                 task: str = "healthy_vs_disease", n_mels: int = 64, window_ms: float = 128.0, hop_ms: float = 32.0,
+                 f_min: float = 50.0, f_max: float | None = None, head_hidden_dim: int = 0, dropout: float = 0.0,
+                 optimizer: OptimizerName = "adamw", lr: float = 1e-3, encoder_lr_scale: float = 0.1,
+                 weight_decay: float = 1e-4, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.01,
+                 class_weighting: Literal["balanced", "none"] = "balanced", bootstrap_samples: int = 1000,
+                 ci_level: float = 0.95, results_dir: str = "runs/results", scheme: str | None = None,
+                 stats_segments: int = 2000):
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "views"])
+        if mode not in ("linear", "finetune", "scratch"):
+            raise ValueError(f"mode must be linear, finetune or scratch, not {mode!r}")
+        if mode == "finetune" and checkpoint is None:
+            raise ValueError("mode 'finetune' needs a pretrained checkpoint (model.checkpoint)")
+        if mode == "scratch" and checkpoint is not None:
+            raise ValueError("mode 'scratch' trains from random weights; remove model.checkpoint or use finetune")
+        self.mode, self.task = mode, get_task(task)
+        if self.task.num_classes != num_classes:
+            raise ValueError(f"task {task} has {self.task.num_classes} classes, num_classes is {num_classes}")
+        self.provenance: dict = {}
+        checkpoint = resolve_checkpoint(checkpoint)
+        if checkpoint is not None:
+            loaded = load_pretrained(checkpoint)
+            check_same_encoder(encoder.config if encoder is not None else None, loaded.encoder.config,
+                               Path(checkpoint))
+            if loaded.frontend.sample_rate != sample_rate:
+                raise CheckpointError(f"{checkpoint}: pretrained on {loaded.frontend.sample_rate} Hz audio, but the "
+                                      f"data module serves {sample_rate} Hz; set data.sample_rate to match")
+            self.encoder, self.frontend, self.provenance = loaded.encoder, loaded.frontend, loaded.provenance
+        else:
+            self.encoder = encoder if encoder is not None else SmallCNN()
+            self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max)
+        default_scheme = "pretrained" if checkpoint else {"linear": "random_init", "scratch": "supervised_scratch"}[mode]
+        self.scheme = scheme or self.provenance.get("scheme") or default_scheme
+        self.views = views
+        dim = self.encoder.embedding_dim
+        # standardising features makes one learning rate suit any encoder's feature scale: fixed
+        # statistics of the labelled set for a frozen encoder, batch statistics while it trains
+        norm = Standardize(dim) if mode == "linear" else nn.BatchNorm1d(dim, affine=False)
+        head: list[nn.Module] = [norm, nn.Dropout(dropout)]
+        head += ([nn.Linear(dim, head_hidden_dim), nn.ReLU(inplace=True), nn.Linear(head_hidden_dim, num_classes)]
+                 if head_hidden_dim else [nn.Linear(dim, num_classes)])
+        self.head = nn.Sequential(*head)
+        if mode == "linear":
+            self.encoder.requires_grad_(False)
+        self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
+        self._feature_cache: Tensor | None = None
+        self._outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule if self.trainer is not None else None
+        if data is None:
+            return
+        if data.sample_rate != self.frontend.sample_rate:
+            raise ValueError(f"front end expects {self.frontend.sample_rate} Hz, data module serves {data.sample_rate} Hz")
+        if data.task.name != self.task.name:
+            raise ValueError(f"model task {self.task.name} differs from the data module's task {data.task.name}")
+        if stage == "fit":
+            if not bool(self.frontend.fitted):
+                from lungheart_cl.data.statistics import fit_frontend_statistics
+
+                fit_frontend_statistics(self.frontend, data, max_segments=self.hparams.stats_segments)
+            labels = data.labels[data.labelled_rows]
+            counts = np.bincount(labels, minlength=self.task.num_classes).astype(float)
+            if self.hparams.class_weighting == "balanced":
+                weights = counts.sum() / (self.task.num_classes * np.maximum(counts, 1))
+                self.class_weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+
+    def on_fit_start(self) -> None:
+        if self.mode == "linear":  # fill the feature cache once and fit the head's standardisation
+            data = self.trainer.datamodule
+            features = [self.features({k: v.to(self.device) for k, v in batch.items() if k != "meta"})
+                        for batch in data.iterate_rows(data.labelled_rows)]
+            self.head[0].fit(torch.cat(features))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.mode == "linear":
+            self.encoder.eval()  # frozen: batch-norm statistics stay those of pretraining
+        return self
+
+    # -------------------------------------------------------------- features
+    def _spec(self, batch: dict, augment: bool) -> Tensor:
+        wave, valid = batch["wave"], batch["valid"]
+        if augment and self.views is not None:
+            wave, valid = self.views.apply_wave(wave, valid)
+        spec = self.frontend(wave)
+        if augment and self.views is not None:
+            spec, _ = self.views.apply_spec(spec, frames_from_samples(valid, self.frontend.hop_length, spec.shape[-1]))
+        return spec
+
+    def features(self, batch: dict, augment: bool = False) -> Tensor:
+        if self.mode != "linear":
+            return self.encoder(self._spec(batch, augment))
+        # frozen encoder: each segment's features are computed once, then read from the cache
+        index = batch["index"]
+        if self._feature_cache is None:
+            size = int(self.trainer.datamodule.labels.shape[0]) if self.trainer is not None else int(index.max()) + 1
+            self._feature_cache = torch.full((size, self.encoder.embedding_dim), float("nan"), device=self.device)
+        cached = self._feature_cache[index]
+        missing = torch.isnan(cached[:, 0])
+        if bool(missing.any()):
+            with torch.no_grad():
+                cached[missing] = self.encoder(self._spec({k: v[missing] for k, v in batch.items()
+                                                           if k in ("wave", "valid")}, False)).float()
+            self._feature_cache[index] = cached
+        return cached
+
+    def forward(self, batch: dict) -> Tensor:
+        return self.head(self.features(batch)).float().softmax(-1)
+
+    # -------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        logits = self.head(self.features(batch, augment=True)).float()
+        loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(logits))
+        return loss
+
+    def _collect(self, batch: dict) -> None:
+        logits = self.head(self.features(batch)).float()
+        self._outputs.append((logits.softmax(-1), batch["label"], batch["index"]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._collect(batch)
+
+    def _predictions(self):
+        outputs, self._outputs = self._outputs, []
+        probs, labels, rows = (torch.cat(parts).cpu().numpy() for parts in zip(*outputs))
+        return aggregate(probs, labels, rows, self.trainer.datamodule.manifest, self.task.level)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._outputs:
+            return
+        predictions = self._predictions()
+        metrics = metric_function(self.task)(predictions.probs, predictions.labels)
+        nll = F.nll_loss(torch.log(torch.from_numpy(predictions.probs).clamp_min(1e-7)),
+                         torch.from_numpy(predictions.labels))
+        self.log_dict({f"val/{k}": float(v) for k, v in metrics.items() if k != "auroc"})
+        self.log("val/loss", float(nll))
+        self.log("val/auroc", float(metrics["auroc"]), prog_bar=True)  # the model-selection metric
+
+    def on_test_epoch_end(self) -> None:
+        predictions = self._predictions()
+        results = evaluate(self.task, predictions, self.hparams.bootstrap_samples, self.hparams.ci_level)
+        self.log_dict({f"test/{name}": m["value"] for name, m in results.items()})
+        self.test_results = {"metrics": results, "n_scored": int(len(predictions.labels)),
+                             "n_patients": int(len(np.unique(predictions.patients))),
+                             "level": self.task.level}
+        if self.trainer.is_global_zero:
+            self._write_results()
+
+    # --------------------------------------------------------------- results
+    def run_name(self) -> str:
+        data = self.trainer.datamodule
+        return (f"{data.dataset}-{self.task.name}-{self.scheme}-{self.mode}-lf{data.label_fraction:g}"
+                f"-seed{data.label_seed}")
+
+    def _write_results(self) -> Path:
+        data = self.trainer.datamodule
+        checkpoint_cb = self.trainer.checkpoint_callback
+        payload = {
+            "run": self.run_name(), "dataset": data.dataset, "task": self.task.name, "level": self.task.level,
+            "scheme": self.scheme, "mode": self.mode, "label_fraction": data.label_fraction,
+            "seed": data.label_seed, "global_seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+            "ci": {"method": "patient-cluster bootstrap, percentile", "samples": self.hparams.bootstrap_samples,
+                   "level": self.hparams.ci_level},
+            **self.test_results,
+            "best_val_auroc": float(checkpoint_cb.best_model_score) if checkpoint_cb and
+            checkpoint_cb.best_model_score is not None else None,
+            "selected_checkpoint": checkpoint_cb.best_model_path if checkpoint_cb else None,
+            "pretrained": self.provenance, "data": data.summary(),
+            "config": {"model": dict(self.hparams), "data": dict(data.hparams)},
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        path = Path(self.hparams.results_dir) / f"{payload['run']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
+        os.replace(tmp, path)
+        print(f"results: {path}")
+        return path
+
+    # ------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        groups = param_groups(self.head, hp.weight_decay, hp.lr)
+        if self.mode != "linear":
+            encoder_lr = hp.lr * (hp.encoder_lr_scale if self.mode == "finetune" else 1.0)
+            groups += param_groups(self.encoder, hp.weight_decay, encoder_lr)
+        optimizer = make_optimizer(hp.optimizer, groups, hp.lr, hp.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(hp.warmup_epochs * total / max(self.trainer.max_epochs or 1, 1))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup, hp.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lungheart_cl"] = {"kind": "classifier", "encoder_config": self.encoder.config,
+                                      "frontend_config": self.frontend.config, "task": self.task.name,
+                                      "mode": self.mode, "scheme": self.scheme, "pretrained": self.provenance}

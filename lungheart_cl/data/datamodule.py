@@ -1,0 +1,274 @@
+"""LightningDataModules: cache once per node (`prepare_data`), split and serve batches per rank (`setup`).
+
+`PretrainDataModule` serves (anchor, partner) pairs from the training patients plus two
+validation loaders for the online monitor (a labelled bank from training patients, and the
+validation patients). `ClassificationDataModule` serves the labelled fraction of the training
+patients, the validation patients and, once, the test patients. Both default to the embedded
+synthetic dataset when no ``root`` is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
+
+from lungheart_cl.data.cache import CacheConfig, SegmentCache, build_cache
+from lungheart_cl.data.datasets import PairDataset, SegmentDataset, SegmentStore, collate_batch, metadata_codes
+from lungheart_cl.data.pairs import group_codes, make_pair_policy
+from lungheart_cl.data.records import SourceDataset
+from lungheart_cl.data.sampler import StratifiedPairSampler
+from lungheart_cl.data.sources import DATASETS, read_source
+from lungheart_cl.data.splits import DatasetSplit, SplitConfig, label_fraction_patients, split_dataset
+from lungheart_cl.data.tasks import DEFAULT_TASK, Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetDefaults:
+    sample_rate: int
+    segment_seconds: float
+    split: str
+
+
+DEFAULTS = {
+    "icbhi": DatasetDefaults(4000, 4.0, "random"),
+    "physionet2016": DatasetDefaults(2000, 4.0, "random"),
+    "circor2022": DatasetDefaults(2000, 4.0, "random"),
+}
+
+
+class SoundDataModule(L.LightningDataModule):
+    """Shared data plumbing: source -> cache -> patient split -> label fraction.
+
+    Args:
+        dataset: "icbhi" (lung), "physionet2016" or "circor2022" (heart).
+        root: the dataset in its official layout; None = the embedded synthetic default, written
+            under ``cache_dir/synthetic`` on first use.
+        cache_dir: where caches (and the synthetic default) live.
+        synthetic_patients / synthetic_seed: size and seed of the synthetic default.
+        sample_rate / segment_seconds: None = the dataset's default (lung 4 kHz, heart 2 kHz; 4 s).
+        padding: how ICBHI cycles are fitted to the segment: zero_center | repeat | context.
+        hop_seconds: window hop for heart recordings (None = no overlap).
+        normalization: per-recording standardisation (recording_std) or none.
+        skip_bad: skip unreadable files (listed in the cache report) instead of failing.
+        task: diagnosis task (None = the dataset's default, e.g. healthy_vs_disease for ICBHI).
+        split: random | official | official_patient_disjoint (ICBHI).
+        val_fraction / test_fraction / split_seed: patient-level split parameters.
+        label_fraction / label_seed: nested patient-level subset of training labels.
+        batch_size / num_workers: DataLoader settings (batch size per rank).
+    """
+
+    def __init__(self, dataset: str = "icbhi", root: str | None = None, cache_dir: str = "cache",
+                 synthetic_patients: int = 48, synthetic_seed: int = 0, sample_rate: int | None = None,
+                 segment_seconds: float | None = None, padding: str = "zero_center",
+                 hop_seconds: float | None = None, normalization: str = "recording_std", skip_bad: bool = False,
+                 task: str | None = None, split: str | None = None, val_fraction: float = 0.2,
+                 test_fraction: float = 0.2, split_seed: int = 0, label_fraction: float = 1.0, label_seed: int = 0,
+                 batch_size: int = 64, num_workers: int = 2):
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+        self.save_hyperparameters()
+        defaults = DEFAULTS[dataset]
+        self.dataset = dataset
+        self.root = root
+        self.cache_dir = Path(cache_dir)
+        self.cache_config = CacheConfig(sample_rate or defaults.sample_rate, segment_seconds or defaults.segment_seconds,
+                                        padding, hop_seconds, normalization)  # type: ignore[arg-type]
+        self.split_config = SplitConfig(split or defaults.split, val_fraction, test_fraction, split_seed)  # type: ignore[arg-type]
+        self.task: Task = get_task(task or DEFAULT_TASK[dataset])
+        self.label_fraction, self.label_seed = label_fraction, label_seed
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.skip_bad = skip_bad
+        self.synthetic_patients, self.synthetic_seed = synthetic_patients, synthetic_seed
+        self.cache: SegmentCache | None = None
+        # log the resolved defaults, not None, so runs compare cleanly and match the model's linked values
+        self.hparams.update(sample_rate=self.cache_config.sample_rate, segment_seconds=self.cache_config.segment_seconds,
+                            task=self.task.name, split=self.split_config.strategy)
+        self._hparams_initial = copy.deepcopy(self.hparams)  # what Lightning logs and cross-checks
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cache_config.sample_rate
+
+    @property
+    def num_classes(self) -> int:
+        return self.task.num_classes
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
+
+    @property
+    def data_root(self) -> Path:
+        if self.root is not None:
+            return Path(self.root)
+        return self.cache_dir / "synthetic" / f"{self.dataset}-{self.synthetic_patients}p-seed{self.synthetic_seed}"
+
+    def _source(self) -> SourceDataset:
+        root = self.data_root
+        if self.root is None and not root.exists():
+            from lungheart_cl.data.synthetic import synthesize
+
+            log.info("writing the embedded synthetic %s dataset to %s", self.dataset, root)
+            synthesize(self.dataset, root, patients=self.synthetic_patients, seed=self.synthetic_seed)
+        return read_source(self.dataset, root, skip_bad=self.skip_bad)
+
+    def prepare_data(self) -> None:
+        """Once per node: synthesise the default if needed, read the source, build the cache."""
+        build_cache(self._source(), self.cache_config, self.cache_dir, skip_bad=self.skip_bad)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.cache is not None:
+            return
+        source = self._source()
+        self.cache = build_cache(source, self.cache_config, self.cache_dir, skip_bad=self.skip_bad)
+        manifest = self.cache.manifest
+        self.manifest = manifest
+        self.labels = self.task.labels(manifest)
+        self.codes = metadata_codes(manifest)
+        self.store = SegmentStore(self.cache.directory / "segments.f16", self.cache.segments.shape)
+        strata = self.task.patient_strata(manifest)
+        self.split: DatasetSplit = split_dataset(manifest, strata, self.split_config)
+        train_patients = self.split.patients(manifest, "train")
+        self.labelled_patients = label_fraction_patients(train_patients, strata, self.label_fraction, self.label_seed)
+        labelled = np.isin(manifest["patient_id"], self.labelled_patients) & (self.split.segment_split == "train")
+        self.labelled_rows = np.flatnonzero(labelled & (self.labels >= 0))
+        for note in (*source.notes, *self.split.notes):
+            log.info("%s: %s", self.dataset, note)
+        for problem in self.cache.problems:
+            log.warning("skipped: %s", problem)
+
+    def rows(self, split: str, labelled_only: bool = True) -> np.ndarray:
+        rows = self.split.indices(split)
+        return rows[self.labels[rows] >= 0] if labelled_only else rows
+
+    def segment_dataset(self, rows: np.ndarray) -> SegmentDataset:
+        return SegmentDataset(self.store, self.manifest, self.codes, self.labels, rows)
+
+    def iterate_rows(self, rows: np.ndarray, batch_size: int | None = None):
+        """Batches of the given rows read in this process (no workers): for one-off passes."""
+        dataset = self.segment_dataset(np.arange(len(self.labels)))
+        size = batch_size or self.batch_size
+        for start in range(0, len(rows), size):
+            yield dataset.__getitems__(rows[start:start + size].tolist())
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_batch,
+                          persistent_workers=self.num_workers > 0, pin_memory=False, **kwargs)
+
+    def eval_loader(self, rows: np.ndarray) -> DataLoader:
+        """Every given row, in order, on every rank (evaluation is exact, never padded by a sampler)."""
+        return self._loader(self.segment_dataset(rows), batch_size=self.batch_size, shuffle=False)
+
+    def summary(self) -> dict:
+        """Counts a user checks before trusting a run (logged at fit start)."""
+        manifest = self.manifest
+        out = {"dataset": self.dataset, "task": self.task.name, "cache": str(self.cache.directory),
+               "label_fraction": self.label_fraction, "labelled_patients": len(self.labelled_patients),
+               "labelled_segments": int(len(self.labelled_rows))}
+        for split in ("train", "val", "test"):
+            rows = self.split.indices(split)
+            out[f"{split}_patients"] = len(set(manifest["patient_id"][rows].tolist()))
+            out[f"{split}_segments"] = int(len(rows))
+        return out
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+class PretrainDataModule(SoundDataModule):
+    """Contrastive pretraining batches from the training patients (labels unused by the loss).
+
+    Args:
+        pair_policy: which segment is the second view: same_segment | same_recording | same_patient |
+            same_patient_same_location | same_patient_different_location.
+        batch_strata: metadata columns whose value combination forms a batch stratum, e.g.
+            [age_group, sex]; empty = plain shuffling.
+        strata_per_batch: how many strata fill one batch.
+        monitor_bank_size: labelled training segments used as the online kNN bank (a fixed subset).
+        seed: batch and pair sampling seed.
+    """
+
+    def __init__(self, *args, pair_policy: str = "same_segment", batch_strata: list[str] | None = None,
+                 strata_per_batch: int = 2, monitor_bank_size: int = 4000, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pair_policy_name = pair_policy
+        self.batch_strata = list(batch_strata or [])
+        self.strata_per_batch = strata_per_batch
+        self.monitor_bank_size = monitor_bank_size
+        self.seed = seed
+
+    def pool_rows(self) -> np.ndarray:
+        """The unlabelled pretraining pool: every training-patient segment (never val or test)."""
+        return self.split.indices("train")
+
+    def train_sampler(self) -> StratifiedPairSampler:
+        pool = self.pool_rows()
+        pool_manifest = {k: v[pool] for k, v in self.manifest.items()}
+        policy = make_pair_policy(self.pair_policy_name, pool_manifest)
+        strata = None
+        if self.batch_strata:
+            strata = group_codes(*(pool_manifest[c] for c in self.batch_strata))
+        rank, world = self._rank()
+        return StratifiedPairSampler(pool, policy, self.batch_size, strata=strata,
+                                     strata_per_batch=self.strata_per_batch, seed=self.seed, rank=rank,
+                                     world_size=world)
+
+    def train_dataloader(self) -> DataLoader:
+        # the online probe may only see the labelled fraction's labels
+        labels = np.full_like(self.labels, -1)
+        labels[self.labelled_rows] = self.labels[self.labelled_rows]
+        dataset = PairDataset(self.store, self.manifest, self.codes, labels)
+        return self._loader(dataset, batch_sampler=self.train_sampler())
+
+    def monitor_bank_rows(self) -> np.ndarray:
+        rows = self.labelled_rows
+        if len(rows) > self.monitor_bank_size:
+            rows = np.sort(np.random.default_rng(self.seed).choice(rows, self.monitor_bank_size, replace=False))
+        return rows
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """[labelled bank from training patients, validation patients] for the kNN / probe monitor."""
+        return [self.eval_loader(self.monitor_bank_rows()), self.eval_loader(self.rows("val"))]
+
+
+class ClassificationDataModule(SoundDataModule):
+    """Labelled fraction of the training patients; validation for model selection; test once.
+
+    Args:
+        balanced_sampling: draw training batches with class-balanced weights instead of shuffling.
+        seed: shuffling seed.
+    """
+
+    def __init__(self, *args, balanced_sampling: bool = False, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.balanced_sampling = balanced_sampling
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.segment_dataset(self.labelled_rows)
+        rank, world = self._rank()
+        if self.balanced_sampling:
+            labels = self.labels[self.labelled_rows]
+            weights = 1.0 / np.bincount(labels, minlength=self.task.num_classes)[labels]
+            generator = torch.Generator().manual_seed(self.seed * 1000 + rank)
+            sampler = WeightedRandomSampler(weights.tolist(), len(labels) // world, generator=generator)
+        else:
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return self._loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_loader(self.rows("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_loader(self.rows("test"))

@@ -1,0 +1,59 @@
+"""The Lightning CLI behind `lungheart-cl pretrain` and `lungheart-cl finetune`.
+
+Every argument of the model, the data module and the Trainer can come from YAML (``--config``) or
+the command line; the sample rate, number of classes and task are linked from the data module to
+the model so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lightning.pytorch.cli import LightningCLI
+
+
+class _CLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="resume from this checkpoint ('last' = this run directory's last.ckpt)")
+        parser.link_arguments("data.sample_rate", "model.sample_rate", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+
+class _FinetuneCLI(_CLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.link_arguments("data.task_name", "model.task", apply_on="instantiate")
+
+
+def _trainer_defaults() -> dict:
+    # Our samplers shard batches over ranks themselves (metadata-stratified batches, exact evaluation).
+    return {"use_distributed_sampler": False, "num_sanity_val_steps": 0}
+
+
+def make_cli(command: str, args: list[str]) -> LightningCLI:
+    """Parse and instantiate (model, data, trainer) without running anything."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    kwargs = dict(run=False, args=args, trainer_defaults=_trainer_defaults(), save_config_kwargs={"overwrite": True},
+                  parser_kwargs={"parser_mode": "omegaconf"}, auto_configure_optimizers=False)
+    if command == "pretrain":
+        from lungheart_cl.data.datamodule import PretrainDataModule
+        from lungheart_cl.pretrain import ContrastivePretraining
+
+        return _CLI(ContrastivePretraining, PretrainDataModule, **kwargs)
+    if command == "finetune":
+        from lungheart_cl.classify import Classifier
+        from lungheart_cl.data.datamodule import ClassificationDataModule
+
+        return _FinetuneCLI(Classifier, ClassificationDataModule, **kwargs)
+    raise ValueError(f"unknown command {command!r}")
+
+
+def run_lightning_cli(command: str, args: list[str]) -> LightningCLI:
+    """pretrain: fit. finetune: fit, select on validation, then test the selected checkpoint once."""
+    cli = make_cli(command, args)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    if command == "finetune":
+        best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, weights_only=False)
+    return cli

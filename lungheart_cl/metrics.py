@@ -1,0 +1,142 @@
+"""Clinical metrics at the task's level, with patient-cluster bootstrap confidence intervals.
+
+Segment probabilities are first aggregated to the level the task is scored at (cycle, recording
+or patient); the bootstrap then resamples *patients* with replacement, because segments of one
+patient are correlated and resampling them as if independent gives intervals that are too narrow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import binary_auroc, multiclass_auroc
+
+from lungheart_cl.data.tasks import Task
+
+MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Class probabilities at the scoring level, with the patient each row belongs to."""
+
+    probs: np.ndarray  # (n, num_classes)
+    labels: np.ndarray  # (n,)
+    patients: np.ndarray  # (n,) cluster ids for the bootstrap
+    ids: np.ndarray  # (n,) segment row / recording id / patient id
+
+
+def aggregate(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray, manifest: dict, level: str) -> Predictions:
+    """Average segment probabilities per recording or patient (the study's PhysioNet protocol: window
+    scores averaged per recording). A group whose segments disagree on the label is an error."""
+    patients = manifest["patient_id"][rows]
+    if level == "segment":
+        return Predictions(probs, labels, patients, np.asarray(rows))
+    column = {"recording": "recording_id", "patient": "patient_id"}[level]
+    keys = manifest[column][rows]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    counts = np.bincount(inverse)
+    group_probs = np.zeros((len(unique), probs.shape[1]))
+    np.add.at(group_probs, inverse, probs)
+    group_probs /= counts[:, None]
+    group_labels = np.full(len(unique), -1)
+    group_labels[inverse] = labels
+    if (group_labels[inverse] != labels).any():
+        raise ValueError(f"segments of one {level} carry different labels; cannot score at the {level} level")
+    group_patients = np.empty(len(unique), dtype=patients.dtype)
+    group_patients[inverse] = patients
+    return Predictions(group_probs, group_labels, group_patients, unique)
+
+
+def _auroc(probs: np.ndarray, labels: np.ndarray) -> float:
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    scores, target = torch.from_numpy(probs).float(), torch.from_numpy(labels).long()
+    if probs.shape[1] == 2:
+        return float(binary_auroc(scores[:, 1], target))
+    present = np.unique(labels)  # macro over classes present in this (re)sample
+    return float(multiclass_auroc(scores, target, num_classes=probs.shape[1], average=None)[present].mean())
+
+
+def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """AUROC, accuracy, sensitivity (abnormal class recall), specificity, F1, MAcc = (Se + Sp) / 2."""
+    predicted = probs[:, 1] >= threshold
+    positive = labels == 1
+    tp, tn = float((predicted & positive).sum()), float((~predicted & ~positive).sum())
+    fp, fn = float((predicted & ~positive).sum()), float((~predicted & positive).sum())
+    se = tp / (tp + fn) if tp + fn else float("nan")
+    sp = tn / (tn + fp) if tn + fp else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return {"auroc": _auroc(probs, labels), "accuracy": (tp + tn) / len(labels), "sensitivity": se,
+            "specificity": sp, "f1": f1, "macc": (se + sp) / 2}
+
+
+def icbhi_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """ICBHI 2017 4-class score: Se = abnormal cycles (crackle, wheeze, both) whose exact class is
+    predicted / all abnormal cycles; Sp = normal cycles predicted normal / all normal; Score = mean."""
+    predicted = probs.argmax(1)
+    normal, abnormal = labels == 0, labels > 0
+    sp = float((predicted[normal] == 0).mean()) if normal.any() else float("nan")
+    se = float((predicted[abnormal] == labels[abnormal]).mean()) if abnormal.any() else float("nan")
+    return {"auroc": _auroc(probs, labels), "accuracy": float((predicted == labels).mean()), "sensitivity": se,
+            "specificity": sp, "icbhi_score": (se + sp) / 2}
+
+
+def murmur_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """CirCor 2022 weighted accuracy (classes absent 0, present 1, unknown 2):
+    (5 TP_present + 3 TP_unknown + TP_absent) / (5 N_present + 3 N_unknown + N_absent)."""
+    predicted = probs.argmax(1)
+    weights = np.asarray([1.0, 5.0, 3.0])[labels]
+    correct = (predicted == labels).astype(float)
+    return {"auroc": _auroc(probs, labels), "accuracy": float(correct.mean()),
+            "weighted_accuracy": float((weights * correct).sum() / weights.sum())}
+
+
+def multiclass_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {"auroc": _auroc(probs, labels), "accuracy": float((probs.argmax(1) == labels).mean())}
+
+
+def metric_function(task: Task) -> MetricFn:
+    if task.name == "icbhi_4class":
+        return icbhi_metrics
+    if task.name == "murmur_3class":
+        return murmur_metrics
+    return binary_metrics if task.is_binary else multiclass_metrics
+
+
+def cluster_bootstrap(metric_fn: MetricFn, predictions: Predictions, num_samples: int = 1000, level: float = 0.95,
+                      seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile CI of every metric, resampling patients (clusters) with replacement."""
+    clusters, inverse = np.unique(predictions.patients, return_inverse=True)
+    members = [np.flatnonzero(inverse == c) for c in range(len(clusters))]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(num_samples):
+        chosen = rng.integers(0, len(clusters), len(clusters))
+        index = np.concatenate([members[c] for c in chosen])
+        for name, value in metric_fn(predictions.probs[index], predictions.labels[index]).items():
+            draws.setdefault(name, []).append(value)
+    alpha = (1 - level) / 2
+    return {name: (float(np.nanquantile(v, alpha)), float(np.nanquantile(v, 1 - alpha)))
+            for name, v in draws.items() if np.isfinite(v).any()}
+
+
+def segment_bootstrap(metric_fn: MetricFn, predictions: Predictions, num_samples: int = 1000, level: float = 0.95,
+                      seed: int = 0) -> dict[str, tuple[float, float]]:
+    """The naive interval (the original study's): every scored item resampled independently."""
+    independent = Predictions(predictions.probs, predictions.labels, np.arange(len(predictions.labels)),
+                              predictions.ids)
+    return cluster_bootstrap(metric_fn, independent, num_samples, level, seed)
+
+
+def evaluate(task: Task, predictions: Predictions, num_samples: int = 1000, level: float = 0.95,
+             seed: int = 0) -> dict[str, dict[str, float]]:
+    """Point estimate and patient-cluster bootstrap CI of every metric of the task."""
+    metric_fn = metric_function(task)
+    point = metric_fn(predictions.probs, predictions.labels)
+    intervals = cluster_bootstrap(metric_fn, predictions, num_samples, level, seed) if num_samples else {}
+    return {name: {"value": value, "ci_low": intervals.get(name, (float("nan"),) * 2)[0],
+                   "ci_high": intervals.get(name, (float("nan"),) * 2)[1]} for name, value in point.items()}

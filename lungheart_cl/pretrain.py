@@ -1,0 +1,197 @@
+"""The contrastive pretraining LightningModule.
+
+Per step: (anchor, partner) waveforms reach the device -> raw-audio views -> log-mel front end ->
+spectrogram views (all batched, in `on_after_batch_transfer`) -> encoder -> projector ->
+metadata-aware NT-Xent, gathered over ranks. An online linear probe on detached features trains
+alongside; every validation epoch a kNN monitor scores the validation patients against a labelled
+bank of training patients. The test split is never touched here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lungheart_cl.data.datasets import METADATA_KEYS
+from lungheart_cl.encoders import Encoder, Projector, SmallCNN
+from lungheart_cl.frontend import LogMelFrontend
+from lungheart_cl.losses import MetadataNTXent
+from lungheart_cl.monitor import auroc, knn_class_scores
+from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
+from lungheart_cl.views import ViewPipeline, frames_from_samples, spectrogram_mask
+
+
+class ContrastivePretraining(L.LightningModule):
+    """SimCLR-style pretraining with pluggable views and metadata-aware positives/negatives.
+
+    Args:
+        encoder: spectrogram encoder (`SmallCNN` for CPU, `ResNet18Encoder` as in the study).
+        views: view generators applied to both views (default: the study's spectrogram masking).
+        loss: `MetadataNTXent` (temperature, positive_keys, negative_keys).
+        sample_rate: audio rate of the cache (linked from the data module by the CLI).
+        num_classes: classes of the data module's task, for the online probe (linked by the CLI).
+        n_mels / window_ms / hop_ms / f_min / f_max: log-mel front end.
+        projector_hidden_dim / projector_dim: projection head (the study: 512 -> 256).
+        optimizer / lr / weight_decay: adam | adamw | lars | sgd.
+        warmup_epochs / min_lr_ratio: linear warmup then cosine decay, stepped per batch.
+        knn_k / knn_temperature: the kNN monitor.
+        stats_segments: training segments used for the front end's per-mel statistics.
+        channels_last: NHWC memory format (faster convolutions on recent GPUs).
+        scheme: a name for this pairing/augmentation scheme, carried into exported encoders and reports.
+    """
+
+    def __init__(self, encoder: Encoder | None = None, views: ViewPipeline | None = None,
+                 loss: MetadataNTXent | None = None, sample_rate: int = 4000, num_classes: int = 2, n_mels: int = 64,
+                 window_ms: float = 128.0, hop_ms: float = 32.0, f_min: float = 50.0, f_max: float | None = None,
+                 projector_hidden_dim: int = 512, projector_dim: int = 256, optimizer: OptimizerName = "adamw",
+                 lr: float = 1e-3, weight_decay: float = 1e-4, warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
+                 knn_k: int = 10, knn_temperature: float = 0.07, stats_segments: int = 2000,
+                 channels_last: bool = False, scheme: str = "custom"):
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "views", "loss"])
+        self.encoder = encoder if encoder is not None else SmallCNN()
+        self.views = views if views is not None else spectrogram_mask()
+        self.criterion = loss if loss is not None else MetadataNTXent()
+        self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max)
+        self.projector = Projector(self.encoder.embedding_dim, projector_hidden_dim, projector_dim)
+        self.probe = nn.Linear(self.encoder.embedding_dim, num_classes)
+        self.num_classes = num_classes
+        self.knn_auroc_init: float | None = None
+        self._val_outputs: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule if self.trainer is not None else None
+        if data is None:
+            return
+        if data.sample_rate != self.frontend.sample_rate:
+            raise ValueError(f"model front end expects {self.frontend.sample_rate} Hz audio but the data module "
+                             f"serves {data.sample_rate} Hz; set model.sample_rate (the CLI links it)")
+        if stage == "fit" and not bool(self.frontend.fitted):
+            from lungheart_cl.data.statistics import fit_frontend_statistics
+
+            fit_frontend_statistics(self.frontend, data, max_segments=self.hparams.stats_segments)
+
+    # -------------------------------------------------------- device-side data
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if "partner_wave" in batch:
+            batch["views"] = self.make_views(batch)
+        else:
+            batch["spec"] = self.frontend(batch["wave"])
+        return batch
+
+    def make_views(self, batch: dict) -> Tensor:
+        """Two augmented log-mel views per sample, stacked: rows [0, B) anchors, [B, 2B) partners."""
+        wave = torch.cat([batch["wave"], batch["partner_wave"]])
+        valid = torch.cat([batch["valid"], batch["partner_valid"]])
+        wave, valid = self.views.apply_wave(wave, valid)
+        spec = self.frontend(wave)
+        frames = frames_from_samples(valid, self.frontend.hop_length, spec.shape[-1])
+        spec, _ = self.views.apply_spec(spec, frames)
+        return spec
+
+    def embed(self, spec: Tensor) -> Tensor:
+        if self.hparams.channels_last:
+            spec = spec.contiguous(memory_format=torch.channels_last)
+        return self.encoder(spec)
+
+    # ---------------------------------------------------------------- training
+    def _gather(self, tensor: Tensor) -> Tensor:
+        return self.all_gather(tensor, sync_grads=tensor.requires_grad).flatten(0, 1)
+
+    def view_keys(self, batch: dict) -> dict[str, Tensor]:
+        """Per-view metadata keys for the loss; both views of a sample share its anchor row as "sample"."""
+        keys = {"sample": torch.cat([batch["index"], batch["index"]])}
+        for key in METADATA_KEYS:
+            keys[key] = torch.cat([batch["meta"][key], batch["partner_meta"][key]])
+        return keys
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        batch_size = batch["wave"].shape[0]
+        features = self.embed(batch["views"])
+        z = self.projector(features)
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        out = self.criterion(z, self.view_keys(batch), gather=self._gather if distributed else None,
+                             rank=self.global_rank, world_size=self.trainer.world_size if distributed else 1)
+        probe_loss = self._probe_loss(features[:batch_size].detach(), batch["label"])
+        self.log_dict({"train/loss": out.loss, "train/positive_similarity": out.positive_similarity,
+                       "train/negative_similarity": out.negative_similarity,
+                       "train/negatives_per_row": out.negatives_per_row, "train/valid_rows": out.valid_fraction,
+                       "train/probe_loss": probe_loss}, on_step=True, on_epoch=True, batch_size=batch_size,
+                      sync_dist=distributed)
+        return out.loss + probe_loss
+
+    def _probe_loss(self, features: Tensor, labels: Tensor) -> Tensor:
+        logits = self.probe(features)
+        if not bool((labels >= 0).any()):  # batch without labelled segments: keep the graph, add nothing
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), labels, ignore_index=-1)
+
+    # ----------------------------------------------------- online evaluation
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        features = self.embed(batch["spec"])
+        probs = self.probe(features).float().softmax(-1)
+        self._val_outputs.setdefault(dataloader_idx, []).append(
+            (features.float(), batch["label"], probs))
+
+    def on_validation_epoch_end(self) -> None:
+        outputs, self._val_outputs = self._val_outputs, {}
+        if 0 not in outputs or 1 not in outputs:
+            return
+        bank, bank_labels, _ = (torch.cat(parts) for parts in zip(*outputs[0]))
+        val, val_labels, val_probs = (torch.cat(parts) for parts in zip(*outputs[1]))
+        knn = self._knn_auroc(bank, bank_labels, val, val_labels)
+        self.log("val/knn_auroc", knn, prog_bar=True, sync_dist=True)
+        self.log("val/probe_auroc", auroc(val_probs, val_labels, self.num_classes), sync_dist=True)
+
+    def _knn_auroc(self, bank: Tensor, bank_labels: Tensor, val: Tensor, val_labels: Tensor) -> Tensor:
+        scores = knn_class_scores(bank, bank_labels, val, self.num_classes, self.hparams.knn_k,
+                                  self.hparams.knn_temperature)
+        return auroc(scores, val_labels, self.num_classes)
+
+    @torch.no_grad()
+    def evaluate_knn(self, data: Any) -> float:
+        """kNN AUROC of the current encoder on the validation patients (used before training starts)."""
+        was_training = self.training
+        self.eval()
+        parts = []
+        for rows in (data.monitor_bank_rows(), data.rows("val")):
+            features, labels = [], []
+            for batch in data.iterate_rows(rows):
+                spec = self.frontend(batch["wave"].to(self.device))
+                features.append(self.embed(spec).float())
+                labels.append(batch["label"].to(self.device))
+            parts.append((torch.cat(features), torch.cat(labels)))
+        self.train(was_training)
+        return float(self._knn_auroc(parts[0][0], parts[0][1], parts[1][0], parts[1][1]))
+
+    def on_train_start(self) -> None:
+        data = self.trainer.datamodule
+        if data is not None and self.knn_auroc_init is None:
+            self.knn_auroc_init = self.evaluate_knn(data)
+            self.log("val/knn_auroc_init", self.knn_auroc_init, rank_zero_only=True)
+
+    # ------------------------------------------------------------ optimiser
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        groups = param_groups(nn.ModuleList([self.encoder, self.projector]), hp.weight_decay, hp.lr)
+        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr": hp.lr})
+        optimizer = make_optimizer(hp.optimizer, groups, hp.lr, hp.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(hp.warmup_epochs * total / max(self.trainer.max_epochs or 1, 1))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup, hp.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lungheart_cl"] = {"kind": "pretrain", "scheme": self.hparams.scheme,
+                                      "encoder_config": self.encoder.config,
+                                      "frontend_config": self.frontend.config,
+                                      "knn_auroc_init": self.knn_auroc_init}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.knn_auroc_init = checkpoint.get("lungheart_cl", {}).get("knn_auroc_init")
