@@ -12,6 +12,7 @@ once, with patient-cluster bootstrap CIs, and writes the run's results JSON.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import os
 import time
 from pathlib import Path
@@ -280,6 +281,10 @@ class Classifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lungheart_cl"] = {"kind": "classifier", "encoder_config": self.encoder.config,
-                                      "frontend_config": self.frontend.config, "task": self.task.name,
-                                      "mode": self.mode, "scheme": self.scheme, "pretrained": self.provenance}
+        data = self._trainer.datamodule if self._trainer is not None else None
+        checkpoint["lungheart_cl"] = {
+            "kind": "classifier", "encoder_config": self.encoder.config, "frontend_config": self.frontend.config,
+            "task": self.task.name, "classes": list(self.task.classes), "mode": self.mode, "scheme": self.scheme,
+            "pretrained": self.provenance, "dataset": data.dataset if data is not None else None,
+            # how audio was cut for training, so `predict` prepares new recordings identically
+            "cache_config": asdict(data.cache_config) if data is not None else None}

@@ -3,7 +3,7 @@
     lungheart-cl pretrain  [LightningCLI args]   contrastive pretraining
     lungheart-cl finetune  [LightningCLI args]   linear probe / fine-tune / supervised baseline
     lungheart-cl data inspect|synth|download|cache ...
-    lungheart-cl views show|report|predict|sweep ...
+    lungheart-cl predict --checkpoint C [--format csv|json] FILE.wav ...
 
 `pretrain` and `finetune` hand their arguments to Lightning's CLI, so every constructor argument
 of the model, data module and trainer can be set from YAML or as `--trainer.max_epochs 50`.
@@ -101,9 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pretrain", help="contrastive pretraining (Lightning CLI; see `pretrain --help`)")
     sub.add_parser("finetune", help="label-efficient evaluation (Lightning CLI; see `finetune --help`)")
     _data_parser(sub)
+    from lungheart_cl.predict import add_predict_parser
+
+    add_predict_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "data":
         return _run_data(args)
+    if args.command == "predict":
+        from lungheart_cl.predict import run_predict
+
+        return run_predict(args)
     raise AssertionError(args.command)
 
 

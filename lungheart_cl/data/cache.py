@@ -151,25 +151,35 @@ def cut_segment(audio: np.ndarray, spec: SegmentSpec, config: CacheConfig) -> tu
     return out, left, left + len(piece)
 
 
-def _decode_into(directory: str, shape: tuple[int, int], offset: int, recording: Recording,
-                 specs: list[SegmentSpec], config: CacheConfig) -> tuple[int, list[tuple[int, int]]]:
-    """Worker: decode one recording and write its segments at rows [offset, offset+len(specs))."""
+def decode_segments(recording: Recording, specs: list[SegmentSpec],
+                    config: CacheConfig) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Decode one recording and cut its segments as float16 (the cache's storage precision), with
+    each segment's valid span. Training caches and `predict` both prepare audio through this."""
     audio = load_audio(recording.audio_path, config.sample_rate, expected_rate=recording.sample_rate)
     if config.normalization == "recording_std":
         audio = audio - audio.mean()
         std = float(audio.std())
         if std > 0:
             audio = audio / std
-    segments = np.memmap(Path(directory) / "segments.f16", dtype=np.float16, mode="r+", shape=shape)
+    segments = np.empty((len(specs), config.segment_samples), dtype=np.float16)
     valid = []
     for row, spec in enumerate(specs):
         try:
             segment, lo, hi = cut_segment(audio, spec, config)
         except ValueError as error:
             raise DataError(recording.audio_path, str(error)) from error
-        segments[offset + row] = np.clip(segment, -65000, 65000)  # float16 range
+        segments[row] = np.clip(segment, -65000, 65000)  # float16 range
         valid.append((lo, hi))
-    segments.flush()
+    return segments, valid
+
+
+def _decode_into(directory: str, shape: tuple[int, int], offset: int, recording: Recording,
+                 specs: list[SegmentSpec], config: CacheConfig) -> tuple[int, list[tuple[int, int]]]:
+    """Worker: decode one recording and write its segments at rows [offset, offset+len(specs))."""
+    segments, valid = decode_segments(recording, specs, config)
+    store = np.memmap(Path(directory) / "segments.f16", dtype=np.float16, mode="r+", shape=shape)
+    store[offset: offset + len(specs)] = segments
+    store.flush()
     return offset, valid
 
 

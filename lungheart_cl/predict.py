@@ -1,0 +1,279 @@
+"""`lungheart-cl predict`: class probabilities for new recordings from a fine-tuned classifier checkpoint.
+
+Audio is prepared by the training code path itself (`load_audio`, per-recording normalisation,
+`plan_segments`, `cut_segment`, float16 storage), with the `cache_config` the checkpoint records, so
+a recording is seen exactly as the training data was. A wav with a same-stem ICBHI-style ``.txt``
+beside it gives one segment per annotated cycle; any other wav gives fixed windows. Each file
+yields one row per segment plus a row ``segment = "all"`` averaging its segments (the way
+recording-level tasks are scored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, TextIO
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lungheart_cl.checkpointing import EXPORT_FORMAT, CheckpointError
+from lungheart_cl.classify import Standardize
+from lungheart_cl.data.audio import probe_audio
+from lungheart_cl.data.cache import CacheConfig, SegmentSpec, decode_segments, plan_segments
+from lungheart_cl.data.records import UNKNOWN, DataError, Recording
+from lungheart_cl.data.sources.icbhi import read_cycles
+from lungheart_cl.encoders import Encoder, build_encoder
+from lungheart_cl.frontend import LogMelFrontend
+
+ALL_SEGMENTS = "all"
+
+
+class ClassifierNet(nn.Module):
+    """The inference path of `Classifier`: waveform batch -> front end -> encoder -> head -> probabilities."""
+
+    def __init__(self, frontend: LogMelFrontend, encoder: Encoder, head: nn.Sequential):
+        super().__init__()
+        self.frontend, self.encoder, self.head = frontend, encoder, head
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return self.head(self.encoder(self.frontend(wave))).float().softmax(-1)
+
+
+@dataclass
+class LoadedClassifier:
+    """A classifier checkpoint rebuilt for inference, with what it needs to prepare new audio."""
+
+    path: Path
+    net: ClassifierNet
+    task: str | None
+    classes: tuple[str, ...]
+    cache_config: CacheConfig
+
+
+@dataclass
+class FilePrediction:
+    """Probabilities of one file's segments (rows follow `segments`)."""
+
+    path: Path
+    segments: list[SegmentSpec]
+    probs: np.ndarray  # (segments, classes)
+
+
+# ------------------------------------------------------------------ checkpoint
+def build_head_from_state(state: Mapping[str, Tensor], embedding_dim: int, num_classes: int) -> nn.Sequential:
+    """`Classifier`'s head in the layout its weights imply, with those weights loaded.
+
+    `state` holds the head's own keys (``0.mean``, ``2.weight``, ...): index 0 is `Standardize`
+    (linear mode) or an affine-free BatchNorm1d, 1 is Dropout, then one Linear at 2 or
+    Linear-ReLU-Linear at 2..4. Dropout's rate is not stored; it is inert at inference.
+    """
+    if {"0.mean", "0.std"} <= state.keys():
+        norm: nn.Module = Standardize(embedding_dim)
+    elif "0.running_mean" in state and "0.weight" not in state:
+        norm = nn.BatchNorm1d(embedding_dim, affine=False)
+    else:
+        raise ValueError(f"head weights do not start with Standardize or BatchNorm1d: keys {sorted(state)[:8]}")
+    if "4.weight" in state:
+        hidden = int(state["2.weight"].shape[0])
+        layers = [nn.Linear(embedding_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)]
+    else:
+        layers = [nn.Linear(embedding_dim, num_classes)]
+    head = nn.Sequential(norm, nn.Dropout(), *layers)
+    try:
+        head.load_state_dict(dict(state))
+    except RuntimeError as error:  # shape or key mismatch
+        raise ValueError(f"head weights do not fit {embedding_dim} features -> {num_classes} classes: "
+                         f"{error}") from error
+    return head
+
+
+def _substate(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _read_classifier_payload(path: Path) -> dict:
+    """The checkpoint dict, or a CheckpointError saying what the file is instead."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a lungheart-cl checkpoint (a {type(payload).__name__})")
+    if payload.get("format") == EXPORT_FORMAT:
+        raise CheckpointError(f"{path}: an exported pretrained encoder, not a classifier; predict needs the .ckpt "
+                              f"written by `lungheart-cl finetune`")
+    if "lungheart_cl" not in payload or "state_dict" not in payload:
+        raise CheckpointError(f"{path}: not a lungheart-cl classifier checkpoint (keys: {sorted(payload)[:8]})")
+    kind = payload["lungheart_cl"].get("kind")
+    if kind != "classifier":
+        raise CheckpointError(f"{path}: a {kind} checkpoint, not a classifier; predict needs the .ckpt written by "
+                              f"`lungheart-cl finetune`")
+    missing = [k for k in ("encoder_config", "frontend_config", "classes", "cache_config")
+               if payload["lungheart_cl"].get(k) is None]
+    if missing:
+        raise CheckpointError(f"{path}: classifier checkpoint lacks {', '.join(missing)} (written by an older version "
+                              f"or without a data module); re-run `lungheart-cl finetune` to get a usable one")
+    return payload
+
+
+def _cache_config(path: Path, meta: dict) -> CacheConfig:
+    try:
+        config = CacheConfig(**meta["cache_config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: unusable cache_config {meta['cache_config']} ({error})") from error
+    if config.sample_rate != meta["frontend_config"]["sample_rate"]:
+        raise CheckpointError(f"{path}: cache_config sample rate {config.sample_rate} Hz differs from the front "
+                              f"end's {meta['frontend_config']['sample_rate']} Hz")
+    return config
+
+
+def load_classifier(path: Path | str) -> LoadedClassifier:
+    """Rebuild front end, encoder and head of a `lungheart-cl finetune` checkpoint (on the CPU)."""
+    path = Path(path)
+    payload = _read_classifier_payload(path)
+    meta, state = payload["lungheart_cl"], payload["state_dict"]
+    classes = tuple(meta["classes"])
+    config = _cache_config(path, meta)
+    try:
+        encoder = build_encoder(meta["encoder_config"])
+        encoder.load_state_dict(_substate(state, "encoder."))
+        frontend = LogMelFrontend(**meta["frontend_config"])
+        frontend.load_state_dict(_substate(state, "frontend."))
+        head = build_head_from_state(_substate(state, "head."), encoder.embedding_dim, len(classes))
+    except (RuntimeError, ValueError, TypeError, ImportError, AttributeError) as error:
+        raise CheckpointError(f"{path}: weights do not fit the network the checkpoint describes ({error})") from error
+    return LoadedClassifier(path, ClassifierNet(frontend, encoder, head), meta.get("task"), classes, config)
+
+
+# ----------------------------------------------------------------------- audio
+def recording_for(path: Path) -> Recording:
+    """The file as a `Recording`: header facts, plus its cycles when a same-stem ICBHI-style .txt sits beside it."""
+    info = probe_audio(path)
+    annotation = path.with_suffix(".txt")
+    events = read_cycles(annotation, info.num_frames / info.sample_rate) if annotation.is_file() else ()
+    return Recording(UNKNOWN, path.stem, UNKNOWN, path, info.sample_rate, info.num_frames, info.num_channels,
+                     events=events)
+
+
+def prepare_segments(path: Path, config: CacheConfig) -> tuple[list[SegmentSpec], np.ndarray]:
+    """The file's segment specs and (segments, samples) float32 audio, cut exactly as the training cache is."""
+    recording = recording_for(path)
+    specs = plan_segments(recording, config)
+    segments, _ = decode_segments(recording, specs, config)  # exactly the training cache's preparation
+    return specs, segments.astype(np.float32)
+
+
+# ------------------------------------------------------------------- inference
+def resolve_device(name: str) -> torch.device:
+    """cpu | cuda | auto (cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_segments(net: ClassifierNet, segments: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """(segments, classes) probabilities, `batch_size` segments at a time."""
+    net.eval()  # batch norm on running statistics, dropout off
+    parts = [net(torch.from_numpy(segments[i: i + batch_size]).to(device)).cpu()
+             for i in range(0, len(segments), batch_size)]
+    return torch.cat(parts).numpy().astype(np.float64)  # file averages in double precision
+
+
+def predict_files(model: LoadedClassifier, paths: list[Path], batch_size: int = 64,
+                  device: torch.device = torch.device("cpu"),
+                  on_error: Callable[[DataError], None] | None = None) -> tuple[list[FilePrediction], list[DataError]]:
+    """Predict every file; a bad one becomes a DataError (passed to `on_error` as it happens) and the rest go on."""
+    model.net.to(device)
+    predictions, errors = [], []
+    for path in paths:
+        try:
+            specs, segments = prepare_segments(Path(path), model.cache_config)
+        except DataError as error:
+            errors.append(error)
+            if on_error is not None:
+                on_error(error)
+            continue
+        predictions.append(FilePrediction(Path(path), specs, predict_segments(model.net, segments, batch_size, device)))
+    return predictions, errors
+
+
+# ---------------------------------------------------------------------- output
+def prediction_rows(prediction: FilePrediction, classes: tuple[str, ...]) -> list[dict]:
+    """One row per segment, then the file's row: segment "all", probabilities averaged over its segments."""
+    def row(segment, start_s: float, end_s: float, probs: np.ndarray) -> dict:
+        return {"file": str(prediction.path), "segment": segment, "start_s": round(start_s, 6),
+                "end_s": round(end_s, 6), **{f"p_{name}": float(p) for name, p in zip(classes, probs)}}
+
+    rows = [row(i, spec.start_s, spec.end_s, probs)
+            for i, (spec, probs) in enumerate(zip(prediction.segments, prediction.probs))]
+    rows.append(row(ALL_SEGMENTS, min(s.start_s for s in prediction.segments),
+                    max(s.end_s for s in prediction.segments), prediction.probs.mean(0)))
+    return rows
+
+
+def write_csv(rows: list[dict], classes: tuple[str, ...], stream: TextIO) -> None:
+    writer = csv.DictWriter(stream, ["file", "segment", "start_s", "end_s", *(f"p_{c}" for c in classes)],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def write_json(rows: list[dict], model: LoadedClassifier, errors: list[DataError], stream: TextIO) -> None:
+    json.dump({"checkpoint": str(model.path), "task": model.task, "classes": list(model.classes),
+               "rows": rows, "errors": [{"file": str(e.path), "error": e.message} for e in errors]},
+              stream, indent=2)
+    stream.write("\n")
+
+
+# ------------------------------------------------------------------------- CLI
+def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The `predict` subcommand's arguments."""
+    parser = subparsers.add_parser("predict", help="class probabilities for wav files from a finetune checkpoint")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="the .ckpt written by `lungheart-cl finetune`")
+    parser.add_argument("--format", choices=["csv", "json"], default="csv", help="output format (default: csv)")
+    parser.add_argument("--output", type=Path, default=None, help="file to write (default: stdout)")
+    parser.add_argument("--batch-size", type=int, default=64, help="segments per forward pass (default: 64)")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                        help="auto = cuda when available (default)")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE.wav",
+                        help="recordings; a same-stem ICBHI-style .txt beside one gives one segment per cycle")
+    return parser
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """0: every file predicted; 1: some files could not be read (named on stderr); 2: unusable checkpoint/device."""
+    if args.batch_size < 1:
+        print(f"predict: --batch-size must be positive, not {args.batch_size}", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device)
+        model = load_classifier(args.checkpoint)
+    except ValueError as error:  # CheckpointError included
+        print(f"predict: {error}", file=sys.stderr)
+        return 2
+    predictions, errors = predict_files(model, args.files, args.batch_size, device,
+                                        on_error=lambda e: print(f"predict: skipped {e}", file=sys.stderr))
+    rows = [row for prediction in predictions for row in prediction_rows(prediction, model.classes)]
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.output, "w", newline="") if args.output is not None else nullcontext(sys.stdout) as stream:
+        if args.format == "json":
+            write_json(rows, model, errors, stream)
+        else:
+            write_csv(rows, model.classes, stream)
+    if errors:
+        print(f"predict: {len(errors)} of {len(args.files)} file(s) could not be predicted", file=sys.stderr)
+        return 1
+    return 0
