@@ -39,5 +39,8 @@ ROOT ?= data/$(DATASET)
 data: $(STAMP)
 	$(PY) -m lungheart_cl data download --dataset $(DATASET) --root $(ROOT)
 
+report: $(STAMP)
+	$(PY) -m lungheart_cl report $(RUNS) $(ARGS)
+
 clean-cache:
 	rm -rf cache

@@ -4,6 +4,7 @@
     lungheart-cl finetune  [LightningCLI args]   linear probe / fine-tune / supervised baseline
     lungheart-cl data inspect|synth|download|cache ...
     lungheart-cl predict --checkpoint C [--format csv|json] FILE.wav ...
+    lungheart-cl report RUNS_DIR [--wandb]
 
 `pretrain` and `finetune` hand their arguments to Lightning's CLI, so every constructor argument
 of the model, data module and trainer can be set from YAML or as `--trainer.max_epochs 50`.
@@ -88,6 +89,22 @@ def _run_data(args: argparse.Namespace) -> int:
     raise AssertionError(args.verb)
 
 
+def _run_report(args: argparse.Namespace) -> int:
+    from lungheart_cl.report import aggregate_results, load_results, log_to_wandb, published_results, write_report
+
+    out = args.out or args.runs_dir / "report"
+    markdown = write_report(args.runs_dir, out, metric=args.metric, published=not args.no_published)
+    print(markdown.read_text())
+    print(f"report written to {out}")
+    if args.wandb:
+        rows = aggregate_results(load_results(args.runs_dir), metric=args.metric)
+        datasets = sorted({row.dataset for row in rows})
+        if not args.no_published:
+            rows += [row for dataset in datasets for row in published_results(dataset)]
+        log_to_wandb(rows, "lungheart-cl", images=sorted(out.glob("*.png")))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("pretrain", "finetune"):
@@ -104,9 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     from lungheart_cl.predict import add_predict_parser
 
     add_predict_parser(sub)
+    report = sub.add_parser("report", help="aggregate results JSONs into tables, plots and (optionally) W&B")
+    report.add_argument("runs_dir", type=Path, help="folder searched recursively for results JSONs")
+    report.add_argument("--out", type=Path, default=None, help="output folder (default: RUNS_DIR/report)")
+    report.add_argument("--metric", default="auroc")
+    report.add_argument("--no-published", action="store_true", help="do not draw the study's published values")
+    report.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B")
     args = parser.parse_args(argv)
     if args.command == "data":
         return _run_data(args)
+    if args.command == "report":
+        return _run_report(args)
     if args.command == "predict":
         from lungheart_cl.predict import run_predict
 
