@@ -184,6 +184,7 @@ class Classifier(L.LightningModule):
         cached = self._feature_cache[index]
         missing = torch.isnan(cached[:, 0])
         if bool(missing.any()):
+            self.encoder.eval()  # hooks such as on_fit_start run before Lightning's train()/eval() switch
             with torch.no_grad():
                 cached[missing] = self.encoder(self._spec({k: v[missing] for k, v in batch.items()
                                                            if k in ("wave", "valid")}, False)).float()

@@ -1,0 +1,108 @@
+"""The downstream classifier: modes, checkpoint compatibility, selection on validation, results JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lungheart_cl.checkpointing import CheckpointError, export_encoder
+from lungheart_cl.classify import Classifier
+from lungheart_cl.data.datamodule import ClassificationDataModule
+from lungheart_cl.encoders import ResNet18Encoder, SmallCNN
+from lungheart_cl.frontend import LogMelFrontend
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    frontend = LogMelFrontend(4000)
+    frontend.set_statistics(torch.full((64,), -5.0), torch.full((64,), 2.0))
+    path = tmp_path_factory.mktemp("enc") / "encoder-best.pt"
+    return export_encoder(SmallCNN(channels=(8, 16)), frontend, path, {"scheme": "unit_test"})
+
+
+def _data(cache_dir, fraction=1.0) -> ClassificationDataModule:
+    return ClassificationDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24, batch_size=32,
+                                    num_workers=0, label_fraction=fraction)
+
+
+def _fit_and_test(model, data, root):
+    trainer = L.Trainer(max_epochs=3, default_root_dir=root, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        use_distributed_sampler=False,
+                        callbacks=[ModelCheckpoint(dirpath=root, monitor="val/auroc", mode="max")])
+    trainer.fit(model, datamodule=data)
+    trainer.test(model, datamodule=data, ckpt_path="best", weights_only=False)
+    return trainer
+
+
+def test_linear_probe_writes_results_with_patient_cluster_cis(cache_dir, exported, tmp_path):
+    model = Classifier(mode="linear", checkpoint=str(exported), results_dir=str(tmp_path), bootstrap_samples=200)
+    frozen = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    trainer = _fit_and_test(model, _data(cache_dir, 0.5), tmp_path / "run")
+    for key, value in model.encoder.state_dict().items():
+        torch.testing.assert_close(value, frozen[key])  # the encoder never moved, BN statistics included
+    results = json.loads((tmp_path / "icbhi-healthy_vs_disease-unit_test-linear-lf0.5-seed0.json").read_text())
+    assert results["scheme"] == "unit_test" and results["mode"] == "linear" and results["label_fraction"] == 0.5
+    auroc = results["metrics"]["auroc"]
+    assert auroc["ci_low"] <= auroc["value"] <= auroc["ci_high"]
+    assert results["n_patients"] == trainer.datamodule.summary()["test_patients"]
+    assert results["best_val_auroc"] is not None and results["selected_checkpoint"].endswith(".ckpt")
+    assert results["pretrained"]["checkpoint"] == str(exported)
+
+
+def test_finetune_moves_the_encoder_and_scratch_needs_no_checkpoint(cache_dir, exported, tmp_path):
+    model = Classifier(mode="finetune", checkpoint=str(exported), results_dir=str(tmp_path), bootstrap_samples=50)
+    before = torch.cat([p.detach().flatten().clone() for p in model.encoder.parameters()])
+    _fit_and_test(model, _data(cache_dir), tmp_path / "ft")
+    after = torch.cat([p.detach().flatten() for p in model.encoder.parameters()])
+    assert not torch.allclose(before, after)
+    scratch = Classifier(mode="scratch", encoder=SmallCNN(channels=(8,)), results_dir=str(tmp_path),
+                         bootstrap_samples=50)
+    _fit_and_test(scratch, _data(cache_dir), tmp_path / "scratch")
+    assert (tmp_path / "icbhi-healthy_vs_disease-supervised_scratch-scratch-lf1-seed0.json").is_file()
+
+
+def test_mode_and_checkpoint_combinations_are_checked(exported):
+    with pytest.raises(ValueError, match="needs a pretrained checkpoint"):
+        Classifier(mode="finetune")
+    with pytest.raises(ValueError, match="from random weights"):
+        Classifier(mode="scratch", checkpoint=str(exported))
+
+
+def test_incompatible_checkpoints_name_the_file_and_the_mismatch(exported, tmp_path):
+    with pytest.raises(CheckpointError, match="ResNet18Encoder"):
+        Classifier(mode="linear", checkpoint=str(exported), encoder=ResNet18Encoder())
+    with pytest.raises(CheckpointError, match="pretrained on 4000 Hz.*2000 Hz"):
+        Classifier(mode="linear", checkpoint=str(exported), sample_rate=2000)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.pt"):
+        Classifier(mode="linear", checkpoint=str(garbage))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"layer.weight": torch.zeros(1)}}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.ckpt: not a lungheart-cl"):
+        Classifier(mode="linear", checkpoint=str(foreign))
+    payload = torch.load(exported, weights_only=False)
+    payload["encoder_state"].pop(next(iter(payload["encoder_state"])))
+    torch.save(payload, tmp_path / "truncated.pt")
+    with pytest.raises(CheckpointError, match="truncated.pt: weights do not fit"):
+        Classifier(mode="linear", checkpoint=str(tmp_path / "truncated.pt"))
+
+
+def test_latest_without_any_pretraining_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="make pretrain"):
+        Classifier(mode="linear", checkpoint="latest")

@@ -1,0 +1,88 @@
+"""Data modules on a small synthetic ICBHI: splits, label fractions, batches, workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lungheart_cl.data.datamodule import ClassificationDataModule, PretrainDataModule
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _pretrain(cache_dir, **kwargs) -> PretrainDataModule:
+    options = dict(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24, batch_size=16, num_workers=0,
+                   batch_strata=["age_group", "sex"])
+    options.update(kwargs)
+    data = PretrainDataModule(**options)
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+def test_embedded_default_is_written_once_and_split_by_patient(cache_dir):
+    data = _pretrain(cache_dir)
+    assert (cache_dir / "synthetic" / "icbhi-24p-seed0" / "ICBHI_final_database").is_dir()
+    patients = {s: set(data.split.patients(data.manifest, s)) for s in ("train", "val", "test")}
+    assert all(patients.values())
+    assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"]
+                or patients["val"] & patients["test"])
+    summary = data.summary()
+    assert summary["train_patients"] + summary["val_patients"] + summary["test_patients"] == 24
+
+
+def test_pretraining_batches_carry_pairs_metadata_and_fractional_labels(cache_dir):
+    data = _pretrain(cache_dir, pair_policy="same_recording", label_fraction=0.5)
+    batch = next(iter(data.train_dataloader()))
+    assert batch["wave"].shape == batch["partner_wave"].shape == (16, 16000)
+    assert batch["wave"].dtype == torch.float32
+    same_recording = batch["meta"]["recording"] == batch["partner_meta"]["recording"]
+    assert same_recording.all()
+    assert set(batch["meta"]) == {"patient", "recording", "location", "device", "age_group", "sex"}
+    pool = set(data.pool_rows().tolist())
+    assert set(batch["index"].tolist()) <= pool  # never a validation or test segment
+    labelled = set(data.labelled_rows.tolist())
+    for row, label in zip(batch["index"].tolist(), batch["label"].tolist()):
+        assert (label >= 0) == (row in labelled)  # the online probe sees only the labelled fraction
+
+
+def test_batches_are_filled_from_few_age_sex_strata(cache_dir):
+    data = _pretrain(cache_dir)
+    stratum = np.char.add(data.manifest["age_group"], data.manifest["sex"])
+    counts = [len(set(stratum[[a for a, _ in batch]].tolist())) for batch in data.train_sampler()]
+    assert np.median(counts) <= 2
+
+
+def test_worker_processes_read_the_memmap(cache_dir):
+    data = _pretrain(cache_dir, num_workers=2)
+    loader = data.train_dataloader()
+    first = next(iter(loader))
+    rows = first["index"].numpy()
+    expected = np.asarray(data.cache.segments[rows], dtype=np.float32)
+    np.testing.assert_array_equal(first["wave"].numpy(), expected)
+
+
+def test_classification_rows_follow_the_label_fraction_and_are_nested(cache_dir):
+    sets = []
+    for fraction in (0.25, 0.5, 1.0):
+        data = ClassificationDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24,
+                                        label_fraction=fraction, num_workers=0, batch_size=8)
+        data.setup("fit")
+        assert (data.split.segment_split[data.labelled_rows] == "train").all()
+        sets.append(set(data.labelled_patients))
+        assert set(data.labels[data.labelled_rows].tolist()) == {0, 1}
+    assert sets[0] <= sets[1] <= sets[2]
+    val = next(iter(data.val_dataloader()))
+    assert (data.split.segment_split[val["index"].numpy()] == "val").all()
+    test_rows = np.concatenate([b["index"].numpy() for b in data.test_dataloader()])
+    np.testing.assert_array_equal(np.sort(test_rows), data.rows("test"))  # every test row once, no padding
+
+
+def test_missing_root_is_an_error_not_a_silent_synthetic_dataset(tmp_path):
+    data = PretrainDataModule(dataset="icbhi", root=str(tmp_path / "typo"), cache_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="typo"):
+        data.prepare_data()
