@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= experiments/pretrain_lung_default.yaml
-FINETUNE_CONFIG ?= experiments/finetune_lung_default.yaml
+GRID ?= experiments/finetune_grid_default.yaml
 ARGS ?=
 RUNS ?= runs
 
@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 pretrain: $(STAMP)
 	$(PY) -m lungheart_cl pretrain --config $(CONFIG) $(ARGS)
 
+# The label-efficiency grid on the newest pretrained encoder (10% and 100% labels, 3 seeds).
 finetune: $(STAMP)
-	$(PY) -m lungheart_cl finetune --config $(FINETUNE_CONFIG) $(ARGS)
+	$(PY) -m lungheart_cl sweep $(GRID) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

@@ -25,7 +25,7 @@ class EncoderExport(Callback):
         checkpoint = _checkpoint_callback(trainer)
         directory = Path(checkpoint.dirpath) if checkpoint and checkpoint.dirpath else Path(trainer.default_root_dir)
         provenance = {"scheme": pl_module.hparams.get("scheme"), "epoch": trainer.current_epoch,
-                      "global_step": trainer.global_step,
+                      "global_step": trainer.global_step, "data": pl_module.pretraining_data(),
                       "knn_auroc_init": pl_module.knn_auroc_init}
         last = export_encoder(pl_module.encoder, pl_module.frontend, directory / "encoder-last.pt", provenance)
         best_path = checkpoint.best_model_path if checkpoint else ""

@@ -97,7 +97,8 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
         frontend_state = _substate(payload["state_dict"], "frontend.")
         if meta.get("kind") != "pretrain":
             raise CheckpointError(f"{path}: a {meta.get('kind')} checkpoint, not a pretraining one")
-        provenance = {"checkpoint": str(path), "scheme": meta.get("scheme"), "epoch": payload.get("epoch"),
+        provenance = {"checkpoint": str(path), "scheme": meta.get("scheme"), "data": meta.get("data", {}),
+                      "epoch": payload.get("epoch"),
                       "global_step": payload.get("global_step"), "knn_auroc_init": meta.get("knn_auroc_init")}
     else:
         raise CheckpointError(f"{path}: not a lungheart-cl pretraining checkpoint or exported encoder "

@@ -139,6 +139,7 @@ class Classifier(L.LightningModule):
             raise ValueError(f"front end expects {self.frontend.sample_rate} Hz, data module serves {data.sample_rate} Hz")
         if data.task.name != self.task.name:
             raise ValueError(f"model task {self.task.name} differs from the data module's task {data.task.name}")
+        self._check_pretraining_did_not_see(data)
         if stage == "fit":
             if not bool(self.frontend.fitted):
                 from lungheart_cl.data.statistics import fit_frontend_statistics
@@ -156,6 +157,18 @@ class Classifier(L.LightningModule):
             features = [self.features({k: v.to(self.device) for k, v in batch.items() if k != "meta"})
                         for batch in data.iterate_rows(data.labelled_rows)]
             self.head[0].fit(torch.cat(features))
+
+    def _check_pretraining_did_not_see(self, data) -> None:
+        """The pretraining pool must not contain this run's validation or test patients."""
+        seen = self.provenance.get("data", {})
+        if seen.get("dataset") != data.dataset or "pool_patients" not in seen:
+            return
+        held_out = set(data.split.patients(data.manifest, "val")) | set(data.split.patients(data.manifest, "test"))
+        leaked = sorted(held_out & set(seen["pool_patients"]))
+        if leaked:
+            raise CheckpointError(
+                f"{self.provenance.get('checkpoint')}: pretrained on {len(leaked)} patient(s) that are in this run's "
+                f"validation/test split (e.g. {leaked[:5]}); use the same data.split and data.split_seed as pretraining")
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -4,6 +4,7 @@
     lungheart-cl finetune  [LightningCLI args]   linear probe / fine-tune / supervised baseline
     lungheart-cl data inspect|synth|download|cache ...
     lungheart-cl predict --checkpoint C [--format csv|json] FILE.wav ...
+    lungheart-cl sweep SPEC.yaml [key=value ...]
     lungheart-cl report RUNS_DIR [--wandb]
 
 `pretrain` and `finetune` hand their arguments to Lightning's CLI, so every constructor argument
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     from lungheart_cl.predict import add_predict_parser
 
     add_predict_parser(sub)
+    sweep = sub.add_parser("sweep", help="pretrain schemes and evaluate them over label fractions and seeds")
+    sweep.add_argument("spec", type=Path, help="sweep YAML, e.g. experiments/finetune_grid_default.yaml")
+    sweep.add_argument("overrides", nargs="*", help="dotlist overrides of the spec, e.g. seeds=[0] runs_dir=runs/x")
     report = sub.add_parser("report", help="aggregate results JSONs into tables, plots and (optionally) W&B")
     report.add_argument("runs_dir", type=Path, help="folder searched recursively for results JSONs")
     report.add_argument("--out", type=Path, default=None, help="output folder (default: RUNS_DIR/report)")
@@ -130,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "data":
         return _run_data(args)
+    if args.command == "sweep":
+        from lungheart_cl.sweep import run_sweep
+
+        run_sweep(args.spec, args.overrides)
+        return 0
     if args.command == "report":
         return _run_report(args)
     if args.command == "predict":

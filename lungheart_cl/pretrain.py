@@ -187,11 +187,20 @@ class ContrastivePretraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------ checkpoint
+    def pretraining_data(self) -> dict:
+        """Which audio the encoder saw, so a classifier can refuse test patients it was pretrained on."""
+        data = self._trainer.datamodule if self._trainer is not None else None
+        if data is None or getattr(data, "cache", None) is None:
+            return {}
+        pool = data.pool_rows()
+        return {"dataset": data.dataset, "root": str(data.data_root), "cache": str(data.cache.directory),
+                "pool_patients": sorted(set(data.manifest["patient_id"][pool].tolist()))}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lungheart_cl"] = {"kind": "pretrain", "scheme": self.hparams.scheme,
                                       "encoder_config": self.encoder.config,
                                       "frontend_config": self.frontend.config,
-                                      "knn_auroc_init": self.knn_auroc_init}
+                                      "knn_auroc_init": self.knn_auroc_init, "data": self.pretraining_data()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.knn_auroc_init = checkpoint.get("lungheart_cl", {}).get("knn_auroc_init")

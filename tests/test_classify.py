@@ -106,3 +106,16 @@ def test_latest_without_any_pretraining_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match="make pretrain"):
         Classifier(mode="linear", checkpoint="latest")
+
+
+def test_an_encoder_pretrained_on_test_patients_is_refused(cache_dir, tmp_path):
+    data = _data(cache_dir)
+    data.setup("fit")
+    test_patient = data.split.patients(data.manifest, "test")[0]
+    frontend = LogMelFrontend(4000)
+    frontend.set_statistics(torch.zeros(64), torch.ones(64))
+    provenance = {"data": {"dataset": "icbhi", "pool_patients": [test_patient]}}
+    path = export_encoder(SmallCNN(channels=(8,)), frontend, tmp_path / "leaky.pt", provenance)
+    model = Classifier(mode="linear", checkpoint=str(path), results_dir=str(tmp_path))
+    with pytest.raises(CheckpointError, match=f"leaky.pt: pretrained on 1 patient.*{test_patient}"):
+        _fit_and_test(model, _data(cache_dir), tmp_path / "run")
