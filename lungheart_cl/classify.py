@@ -30,7 +30,7 @@ from lungheart_cl.encoders import Encoder, SmallCNN
 from lungheart_cl.frontend import LogMelFrontend
 from lungheart_cl.metrics import aggregate, evaluate, metric_function
 from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
-from lungheart_cl.views import ViewPipeline, frames_from_samples
+from lungheart_cl.views import ViewPipeline
 
 Mode = Literal["linear", "finetune", "scratch"]
 
@@ -71,7 +71,7 @@ class Classifier(L.LightningModule):
         encoder: the encoder to build without a checkpoint; with one, it must match the checkpoint's.
         views: augmentation of the training batches in finetune/scratch modes (None = none).
         sample_rate / num_classes / task: linked from the data module by the CLI.
-        n_mels / window_ms / hop_ms / f_min / f_max: front end when not loaded from a checkpoint.
+        n_mels / window_ms / hop_ms / f_min / f_max / channel_norm: front end when not loaded from a checkpoint.
         head_hidden_dim: 0 = a linear head; > 0 = an MLP head with one hidden layer.
         lr / encoder_lr_scale / weight_decay / optimizer / warmup_epochs / min_lr_ratio: optimisation.
         class_weighting: "balanced" weights the loss by inverse class frequency of the labelled set.
@@ -83,7 +83,7 @@ class Classifier(L.LightningModule):
     def __init__(self, mode: Mode = "linear", checkpoint: str | None = None, encoder: Encoder | None = None,
                  views: ViewPipeline | None = None, sample_rate: int = 4000, num_classes: int = 2,
                  task: str = "healthy_vs_disease", n_mels: int = 64, window_ms: float = 128.0, hop_ms: float = 32.0,
-                 f_min: float = 50.0, f_max: float | None = None, head_hidden_dim: int = 0, dropout: float = 0.0,
+                 f_min: float = 50.0, f_max: float | None = None, channel_norm: bool = False, head_hidden_dim: int = 0, dropout: float = 0.0,
                  optimizer: OptimizerName = "adamw", lr: float = 1e-3, encoder_lr_scale: float = 0.1,
                  weight_decay: float = 1e-4, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.01,
                  class_weighting: Literal["balanced", "none"] = "balanced", bootstrap_samples: int = 1000,
@@ -112,7 +112,7 @@ class Classifier(L.LightningModule):
             self.encoder, self.frontend, self.provenance = loaded.encoder, loaded.frontend, loaded.provenance
         else:
             self.encoder = encoder if encoder is not None else SmallCNN()
-            self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max)
+            self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max, channel_norm)
         default_scheme = "pretrained" if checkpoint else {"linear": "random_init", "scratch": "supervised_scratch"}[mode]
         self.scheme = scheme or self.provenance.get("scheme") or default_scheme
         self.views = views
@@ -181,9 +181,9 @@ class Classifier(L.LightningModule):
         wave, valid = batch["wave"], batch["valid"]
         if augment and self.views is not None:
             wave, valid = self.views.apply_wave(wave, valid)
-        spec = self.frontend(wave)
+        spec = self.frontend(wave, valid)
         if augment and self.views is not None:
-            spec, _ = self.views.apply_spec(spec, frames_from_samples(valid, self.frontend.hop_length, spec.shape[-1]))
+            spec, _ = self.views.apply_spec(spec, self.frontend.valid_frames(valid, spec.shape[-1]))
         return spec
 
     def features(self, batch: dict, augment: bool = False) -> Tensor:

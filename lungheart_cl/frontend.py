@@ -14,22 +14,42 @@ import torchaudio
 from torch import Tensor, nn
 
 
+def frames_from_samples(valid: Tensor, hop_length: int, num_frames: int) -> Tensor:
+    """Convert a ``(B, 2)`` ``[start, end)`` sample range into spectrogram frames.
+
+    Frame ``t`` covers samples ``[t*hop, t*hop + n_fft)``, so the frames touching real audio are
+    ``[start // hop, ceil(end / hop))``, clipped to ``[0, num_frames]``.
+    """
+    if hop_length <= 0:
+        raise ValueError(f"hop_length must be positive, got {hop_length}")
+    start = torch.div(valid[:, 0], hop_length, rounding_mode="floor")
+    end = torch.div(valid[:, 1] + hop_length - 1, hop_length, rounding_mode="floor")  # ceil division
+    start = start.clamp(0, num_frames)
+    end = torch.maximum(end.clamp(0, num_frames), start)  # never an inverted range
+    return torch.stack([start, end], 1).to(valid.dtype)
+
+
 class LogMelFrontend(nn.Module):
     """Log-mel spectrogram (B, L) -> (B, 1, n_mels, frames), normalised per mel band.
 
     Window and hop are given in milliseconds so one setting suits 2 kHz heart and 4 kHz lung audio.
+    With ``channel_norm`` each segment's own per-band mean over its valid frames is subtracted
+    (cepstral-mean-style): a stationary channel colour (stethoscope response, chest wall, skin
+    contact) is additive in the log domain and vanishes, while transient and tonal events remain;
+    padded frames are set to 0.
     """
 
     def __init__(self, sample_rate: int = 4000, n_mels: int = 64, window_ms: float = 128.0, hop_ms: float = 32.0,
-                 f_min: float = 50.0, f_max: float | None = None):
+                 f_min: float = 50.0, f_max: float | None = None, channel_norm: bool = False):
         super().__init__()
+        self.channel_norm = channel_norm
         self.sample_rate = sample_rate
         self.win_length = int(round(sample_rate * window_ms / 1000))
         self.hop_length = int(round(sample_rate * hop_ms / 1000))
         self.n_fft = 2 ** math.ceil(math.log2(self.win_length))
         self.n_mels = n_mels
         self.config = {"sample_rate": sample_rate, "n_mels": n_mels, "window_ms": window_ms, "hop_ms": hop_ms,
-                       "f_min": f_min, "f_max": f_max}
+                       "f_min": f_min, "f_max": f_max, "channel_norm": channel_norm}
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate, n_fft=self.n_fft, win_length=self.win_length, hop_length=self.hop_length,
             f_min=f_min, f_max=f_max or sample_rate / 2, n_mels=n_mels, power=2.0, center=True, norm="slaney",
@@ -47,9 +67,25 @@ class LogMelFrontend(nn.Module):
             power = self.mel(wave.float())
             return torch.log(power + 1e-6)
 
-    def forward(self, wave: Tensor) -> Tensor:
+    def valid_frames(self, valid: Tensor, num_frames: int) -> Tensor:
+        return frames_from_samples(valid, self.hop_length, num_frames)
+
+    def forward(self, wave: Tensor, valid: Tensor | None = None) -> Tensor:
+        """`valid` (B, 2) = [start, end) samples of real audio; used by ``channel_norm``."""
         spec = (self.log_mel(wave) - self.mel_mean) / self.mel_std
+        if self.channel_norm:
+            spec = self._subtract_segment_mean(spec, valid)
         return spec.unsqueeze(1)
+
+    def _subtract_segment_mean(self, spec: Tensor, valid: Tensor | None) -> Tensor:
+        frames = torch.arange(spec.shape[-1], device=spec.device)
+        if valid is None:
+            mask = torch.ones_like(spec[:, :1, :])
+        else:
+            bounds = self.valid_frames(valid, spec.shape[-1])
+            mask = ((frames >= bounds[:, :1]) & (frames < bounds[:, 1:])).unsqueeze(1).to(spec.dtype)
+        mean = (spec * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp_min(1)
+        return (spec - mean) * mask
 
     @torch.no_grad()
     def fit_statistics(self, batches: Iterable[Tensor]) -> None:

@@ -42,8 +42,8 @@ class ClassifierNet(nn.Module):
         super().__init__()
         self.frontend, self.encoder, self.head = frontend, encoder, head
 
-    def forward(self, wave: Tensor) -> Tensor:
-        return self.head(self.encoder(self.frontend(wave))).float().softmax(-1)
+    def forward(self, wave: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.head(self.encoder(self.frontend(wave, valid))).float().softmax(-1)
 
 
 @dataclass
@@ -164,12 +164,13 @@ def recording_for(path: Path) -> Recording:
                      events=events)
 
 
-def prepare_segments(path: Path, config: CacheConfig) -> tuple[list[SegmentSpec], np.ndarray]:
-    """The file's segment specs and (segments, samples) float32 audio, cut exactly as the training cache is."""
+def prepare_segments(path: Path, config: CacheConfig) -> tuple[list[SegmentSpec], np.ndarray, np.ndarray]:
+    """The file's segment specs, (segments, samples) float32 audio cut exactly as the training cache
+    is, and each segment's [start, end) span of real (unpadded) audio."""
     recording = recording_for(path)
     specs = plan_segments(recording, config)
-    segments, _ = decode_segments(recording, specs, config)  # exactly the training cache's preparation
-    return specs, segments.astype(np.float32)
+    segments, valid = decode_segments(recording, specs, config)  # exactly the training cache's preparation
+    return specs, segments.astype(np.float32), np.asarray(valid, dtype=np.int64).reshape(-1, 2)
 
 
 # ------------------------------------------------------------------- inference
@@ -183,10 +184,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def predict_segments(net: ClassifierNet, segments: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+def predict_segments(net: ClassifierNet, segments: np.ndarray, valid: np.ndarray, batch_size: int,
+                     device: torch.device) -> np.ndarray:
     """(segments, classes) probabilities, `batch_size` segments at a time."""
     net.eval()  # batch norm on running statistics, dropout off
-    parts = [net(torch.from_numpy(segments[i: i + batch_size]).to(device)).cpu()
+    parts = [net(torch.from_numpy(segments[i: i + batch_size]).to(device),
+                 torch.from_numpy(valid[i: i + batch_size]).to(device)).cpu()
              for i in range(0, len(segments), batch_size)]
     return torch.cat(parts).numpy().astype(np.float64)  # file averages in double precision
 
@@ -199,13 +202,13 @@ def predict_files(model: LoadedClassifier, paths: list[Path], batch_size: int = 
     predictions, errors = [], []
     for path in paths:
         try:
-            specs, segments = prepare_segments(Path(path), model.cache_config)
+            specs, segments, valid = prepare_segments(Path(path), model.cache_config)
         except DataError as error:
             errors.append(error)
             if on_error is not None:
                 on_error(error)
             continue
-        predictions.append(FilePrediction(Path(path), specs, predict_segments(model.net, segments, batch_size, device)))
+        predictions.append(FilePrediction(Path(path), specs, predict_segments(model.net, segments, valid, batch_size, device)))
     return predictions, errors
 
 

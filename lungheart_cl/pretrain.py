@@ -22,7 +22,7 @@ from lungheart_cl.frontend import LogMelFrontend
 from lungheart_cl.losses import MetadataNTXent
 from lungheart_cl.monitor import auroc, knn_class_scores
 from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
-from lungheart_cl.views import ViewPipeline, frames_from_samples, spectrogram_mask
+from lungheart_cl.views import ViewPipeline, spectrogram_mask
 
 
 class ContrastivePretraining(L.LightningModule):
@@ -34,7 +34,7 @@ class ContrastivePretraining(L.LightningModule):
         loss: `MetadataNTXent` (temperature, positive_keys, negative_keys).
         sample_rate: audio rate of the cache (linked from the data module by the CLI).
         num_classes: classes of the data module's task, for the online probe (linked by the CLI).
-        n_mels / window_ms / hop_ms / f_min / f_max: log-mel front end.
+        n_mels / window_ms / hop_ms / f_min / f_max / channel_norm: log-mel front end (see LogMelFrontend).
         projector_hidden_dim / projector_dim: projection head (the study: 512 -> 256).
         optimizer / lr / weight_decay: adam | adamw | lars | sgd.
         warmup_epochs / min_lr_ratio: linear warmup then cosine decay, stepped per batch.
@@ -47,7 +47,7 @@ class ContrastivePretraining(L.LightningModule):
     def __init__(self, encoder: Encoder | None = None, views: ViewPipeline | None = None,
                  loss: MetadataNTXent | None = None, sample_rate: int = 4000, num_classes: int = 2, n_mels: int = 64,
                  window_ms: float = 128.0, hop_ms: float = 32.0, f_min: float = 50.0, f_max: float | None = None,
-                 projector_hidden_dim: int = 512, projector_dim: int = 256, optimizer: OptimizerName = "adamw",
+                 channel_norm: bool = False, projector_hidden_dim: int = 512, projector_dim: int = 256, optimizer: OptimizerName = "adamw",
                  lr: float = 1e-3, weight_decay: float = 1e-4, warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
                  knn_k: int = 10, knn_temperature: float = 0.07, stats_segments: int = 2000,
                  channels_last: bool = False, scheme: str = "custom"):
@@ -56,7 +56,7 @@ class ContrastivePretraining(L.LightningModule):
         self.encoder = encoder if encoder is not None else SmallCNN()
         self.views = views if views is not None else spectrogram_mask()
         self.criterion = loss if loss is not None else MetadataNTXent()
-        self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max)
+        self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max, channel_norm)
         self.projector = Projector(self.encoder.embedding_dim, projector_hidden_dim, projector_dim)
         self.probe = nn.Linear(self.encoder.embedding_dim, num_classes)
         self.num_classes = num_classes
@@ -81,7 +81,7 @@ class ContrastivePretraining(L.LightningModule):
         if "partner_wave" in batch:
             batch["views"] = self.make_views(batch)
         else:
-            batch["spec"] = self.frontend(batch["wave"])
+            batch["spec"] = self.frontend(batch["wave"], batch["valid"])
         return batch
 
     def make_views(self, batch: dict) -> Tensor:
@@ -89,8 +89,8 @@ class ContrastivePretraining(L.LightningModule):
         wave = torch.cat([batch["wave"], batch["partner_wave"]])
         valid = torch.cat([batch["valid"], batch["partner_valid"]])
         wave, valid = self.views.apply_wave(wave, valid)
-        spec = self.frontend(wave)
-        frames = frames_from_samples(valid, self.frontend.hop_length, spec.shape[-1])
+        spec = self.frontend(wave, valid)
+        frames = self.frontend.valid_frames(valid, spec.shape[-1])
         spec, _ = self.views.apply_spec(spec, frames)
         return spec
 
@@ -162,7 +162,7 @@ class ContrastivePretraining(L.LightningModule):
         for rows in (data.monitor_bank_rows(), data.rows("val")):
             features, labels = [], []
             for batch in data.iterate_rows(rows):
-                spec = self.frontend(batch["wave"].to(self.device))
+                spec = self.frontend(batch["wave"].to(self.device), batch["valid"].to(self.device))
                 features.append(self.embed(spec).float())
                 labels.append(batch["label"].to(self.device))
             parts.append((torch.cat(features), torch.cat(labels)))

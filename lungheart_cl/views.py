@@ -44,6 +44,8 @@ from typing import Callable, ClassVar, Literal, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from lungheart_cl.frontend import frames_from_samples  # noqa: F401  (re-exported: views work in frames)
+
 __all__ = [
     "View", "FrequencyMask", "TimeMask", "SpectrogramMask", "FrequencyBandCrop", "SpecTimeStretch",
     "SpecPitchShift", "Gain", "TimeShift", "AddNoise", "RandomTimeCrop", "SpeedPerturb", "Mixup",
@@ -57,21 +59,6 @@ Width = Union[int, float]  # int first, so jsonargparse reads "10" as 10 bins an
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-
-def frames_from_samples(valid: Tensor, hop_length: int, num_frames: int) -> Tensor:
-    """Convert a ``(B, 2)`` ``[start, end)`` sample range into spectrogram frames.
-
-    Frame ``t`` covers samples ``[t*hop, t*hop + n_fft)``, so the frames touching real audio are
-    ``[start // hop, ceil(end / hop))``, clipped to ``[0, num_frames]``.
-    """
-    if hop_length <= 0:
-        raise ValueError(f"hop_length must be positive, got {hop_length}")
-    start = torch.div(valid[:, 0], hop_length, rounding_mode="floor")
-    end = torch.div(valid[:, 1] + hop_length - 1, hop_length, rounding_mode="floor")  # ceil division
-    start = start.clamp(0, num_frames)
-    end = torch.maximum(end.clamp(0, num_frames), start)  # never an inverted range
-    return torch.stack([start, end], 1).to(valid.dtype)
-
 
 def _full_valid(x: Tensor, dim: int = -1) -> Tensor:
     """The whole axis as the valid range, for callers that pass ``valid=None``."""
