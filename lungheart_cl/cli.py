@@ -33,7 +33,7 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     synth = verbs.add_parser("synth", help="write a synthetic dataset in the official layout")
     synth.add_argument("--dataset", required=True, choices=DATASETS)
     synth.add_argument("--root", required=True, type=Path)
-    synth.add_argument("--patients", type=int, default=48)
+    synth.add_argument("--patients", type=int, default=120)
     synth.add_argument("--seed", type=int, default=0)
 
     download = verbs.add_parser("download", help="fetch and verify an official archive (needs internet)")

@@ -173,7 +173,7 @@ def _release(cli) -> None:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish(quiet=True)
+            wandb.finish()
     except ImportError:
         pass
     del cli

@@ -86,3 +86,13 @@ def test_missing_root_is_an_error_not_a_silent_synthetic_dataset(tmp_path):
     data = PretrainDataModule(dataset="icbhi", root=str(tmp_path / "typo"), cache_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="typo"):
         data.prepare_data()
+
+
+def test_segment_level_tasks_stratify_patients_by_any_abnormal_cycle(cache_dir):
+    data = ClassificationDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24,
+                                    task="crackle", label_fraction=0.3, num_workers=0)
+    data.setup("fit")
+    strata = data.task.patient_strata(data.manifest)
+    assert set(strata.values()) == {0, 1}  # a majority vote would put nearly every patient in class 0
+    assert set(data.labels[data.labelled_rows].tolist()) == {0, 1}
+    assert data.summary()["labelled_per_class"][1] > 0

@@ -10,7 +10,6 @@ import platform
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,12 +58,13 @@ def run_section(name: str, ctx: Context, results: dict):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     ctx = Context(QUICK if args.quick else FULL, args.data_dir, args.quick)
     started = time.perf_counter()
     print(f"lungheart-cl bench{' (quick)' if args.quick else ''}: torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-          f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}", flush=True)
+          f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}; "
+          f"load average {_load()} (other processes disturb the timings)", flush=True)
+    load_start = _load()
     needs_data = {"cache", "loader", "step", "memory"} | ({"gpu"} if torch.cuda.is_available() else set())
     prepare_s = prepare(ctx) if needs_data & set(args.sections) else 0.0
     results, seconds, errors = {}, {}, {}
@@ -86,14 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, error in errors.items():
         print(f"  ERROR {name}: {error.strip().splitlines()[-1]}")
     print("  sections: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()))
-    print(f"  data preparation {prepare_s:.0f} s (untimed by the sections); whole run {total_s:.0f} s")
+    print(f"  data preparation {prepare_s:.0f} s (untimed by the sections); whole run {total_s:.0f} s; "
+          f"load average {_load()}")
 
     report = {
         "meta": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
                  "python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                  "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                  "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                 "data_dir": str(args.data_dir), "prepare_s": prepare_s, "section_s": seconds, "total_s": total_s},
+                 "data_dir": str(args.data_dir), "prepare_s": prepare_s, "section_s": seconds, "total_s": total_s,
+                 "load_average_start": load_start, "load_average_end": _load()},
         "sections": {name: asdict(result) for name, result in results.items()},
         "checks": [asdict(check) for check in checks],
         "errors": errors,
@@ -102,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=2, default=_plain))
     print(f"  wrote {args.out}")
     return 1 if errors else 0
+
+
+def _load() -> list[float]:
+    """1/5/15-minute load averages: other work on the machine shows here."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
 
 
 def _plain(value):

@@ -33,7 +33,7 @@ class Sizes:
     loss_pairs: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     loss_min_seconds: float = 0.5  # each size repeats until this long (at least one call after a warm-up)
     memory_warmup: int = 1  # section 5: a fresh process per encoder and pipeline
-    memory_steps: int = 3
+    memory_steps: int = 2
     gpu_batch: int = 256
     gpu_warmup: int = 5
     gpu_steps: int = 30

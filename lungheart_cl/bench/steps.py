@@ -101,8 +101,8 @@ def train_step(model: ContrastivePretraining, optimizer: torch.optim.Optimizer, 
 
 
 def run_steps(loader: DataLoader, model: ContrastivePretraining, to_spec: Callable[[dict], torch.Tensor], *,
-              warmup: int, steps: int, device: torch.device, amp_dtype: torch.dtype | None = None,
-              measure_rss: bool = False, **labels) -> StepResult:
+              pipeline: str, encoder: str, variant: str = "fp32", warmup: int, steps: int, device: torch.device,
+              amp_dtype: torch.dtype | None = None, measure_rss: bool = False) -> StepResult:
     """Time `warmup` + `steps` training steps; figures are means over the timed steps.
 
     `measure_rss` records the peak RSS increase of this process over the loop: meaningful in a fresh
@@ -138,8 +138,7 @@ def run_steps(loader: DataLoader, model: ContrastivePretraining, to_spec: Callab
     step_ms = data_ms + views_ms + compute_ms
     batch_pairs = len(batch["index"])
     cuda_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return StepResult(labels.get("pipeline", "ours"), labels.get("encoder", type(model.encoder).__name__),
-                      device.type, labels.get("variant", "fp32"), batch_pairs, steps, data_ms, views_ms, compute_ms,
+    return StepResult(pipeline, encoder, device.type, variant, batch_pairs, steps, data_ms, views_ms, compute_ms,
                       step_ms, data_ms / step_ms, batch_pairs / step_ms * 1000, first_step_s,
                       rss["mb"] if measure_rss else None, cuda_mb)
 
@@ -150,8 +149,9 @@ def bench_ours(dm, encoder: str, *, warmup: int, steps: int, device: torch.devic
     model = make_model(encoder, dm, channels_last)
     if compile:
         model.encoder = torch.compile(model.encoder)
-    return run_steps(dm.train_dataloader(), model, model.make_views, warmup=warmup, steps=steps, device=device,
-                     amp_dtype=amp_dtype, measure_rss=measure_rss, pipeline="ours", encoder=encoder, variant=variant)
+    return run_steps(dm.train_dataloader(), model, model.make_views, pipeline="ours", encoder=encoder,
+                     variant=variant, warmup=warmup, steps=steps, device=device, amp_dtype=amp_dtype,
+                     measure_rss=measure_rss)
 
 
 # ----------------------------------------------------------------------------- reference pipeline
@@ -218,9 +218,9 @@ def bench_reference(dm, encoder: str, *, warmup: int, steps: int, workers: int,
     dataset = ReferenceDataset(dm, epoch_pairs(dm), model.frontend)
     loader = DataLoader(dataset, batch_size=dm.batch_size, shuffle=True, num_workers=workers,
                         persistent_workers=workers > 0, drop_last=True)
-    return run_steps(loader, model, lambda b: torch.cat([b["view"], b["partner_view"]]), warmup=warmup,
-                     steps=steps, device=torch.device("cpu"), measure_rss=measure_rss, pipeline="reference",
-                     encoder=encoder)
+    return run_steps(loader, model, lambda b: torch.cat([b["view"], b["partner_view"]]), pipeline="reference",
+                     encoder=encoder, warmup=warmup, steps=steps, device=torch.device("cpu"),
+                     measure_rss=measure_rss)
 
 
 def print_steps(title: str, results: list[StepResult]) -> None:

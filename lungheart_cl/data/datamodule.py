@@ -25,7 +25,8 @@ from lungheart_cl.data.pairs import group_codes, make_pair_policy
 from lungheart_cl.data.records import SourceDataset
 from lungheart_cl.data.sampler import StratifiedPairSampler
 from lungheart_cl.data.sources import DATASETS, read_source
-from lungheart_cl.data.splits import DatasetSplit, SplitConfig, label_fraction_patients, split_dataset
+from lungheart_cl.data.splits import (DatasetSplit, LabelFractionError, SplitConfig, label_fraction_patients,
+                                      split_dataset)
 from lungheart_cl.data.tasks import DEFAULT_TASK, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class SoundDataModule(L.LightningDataModule):
     """
 
     def __init__(self, dataset: str = "icbhi", root: str | None = None, cache_dir: str = "cache",
-                 synthetic_patients: int = 48, synthetic_seed: int = 0, sample_rate: int | None = None,
+                 synthetic_patients: int = 120, synthetic_seed: int = 0, sample_rate: int | None = None,
                  segment_seconds: float | None = None, padding: str = "zero_center",
                  hop_seconds: float | None = None, normalization: str = "recording_std", skip_bad: bool = False,
                  task: str | None = None, split: str | None = None, val_fraction: float = 0.2,
@@ -142,10 +143,24 @@ class SoundDataModule(L.LightningDataModule):
         self.labelled_patients = label_fraction_patients(train_patients, strata, self.label_fraction, self.label_seed)
         labelled = np.isin(manifest["patient_id"], self.labelled_patients) & (self.split.segment_split == "train")
         self.labelled_rows = np.flatnonzero(labelled & (self.labels >= 0))
+        self._check_labelled_classes()
         for note in (*source.notes, *self.split.notes):
             log.info("%s: %s", self.dataset, note)
         for problem in self.cache.problems:
             log.warning("skipped: %s", problem)
+
+    def _check_labelled_classes(self) -> None:
+        """Two classes are the minimum to train on; a missing class of a multi-class task is reported."""
+        present = set(np.unique(self.labels[self.labelled_rows]).tolist())
+        missing = [name for i, name in enumerate(self.task.classes) if i not in present]
+        if len(present) < 2:
+            raise LabelFractionError(
+                f"label_fraction {self.label_fraction} (seed {self.label_seed}) labels {len(self.labelled_patients)} "
+                f"patient(s) whose segments hold only class(es) {sorted(present)} of task {self.task.name}; "
+                f"increase the label fraction")
+        if missing:
+            log.warning("label_fraction %s: no labelled segment of class(es) %s; the classifier cannot learn them",
+                        self.label_fraction, missing)
 
     def rows(self, split: str, labelled_only: bool = True) -> np.ndarray:
         rows = self.split.indices(split)
@@ -174,7 +189,9 @@ class SoundDataModule(L.LightningDataModule):
         manifest = self.manifest
         out = {"dataset": self.dataset, "task": self.task.name, "cache": str(self.cache.directory),
                "label_fraction": self.label_fraction, "labelled_patients": len(self.labelled_patients),
-               "labelled_segments": int(len(self.labelled_rows))}
+               "labelled_segments": int(len(self.labelled_rows)),
+               "labelled_per_class": np.bincount(self.labels[self.labelled_rows],
+                                                 minlength=self.task.num_classes).tolist()}
         for split in ("train", "val", "test"):
             rows = self.split.indices(split)
             out[f"{split}_patients"] = len(set(manifest["patient_id"][rows].tolist()))

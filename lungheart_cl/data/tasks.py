@@ -40,14 +40,22 @@ class Task:
         return labels
 
     def patient_strata(self, manifest: Manifest) -> dict[str, int]:
-        """One label per patient for stratified splitting: the patient's most frequent usable label
-        (-1 when none), so binary patient-level tasks split exactly by class."""
+        """One stratum per patient for stratified splits and label fractions (-1: no usable label).
+
+        Recording- and patient-level tasks: the patient's most frequent label (their only one, when
+        labels are constant per patient). Segment-level tasks (crackle, ICBHI 4-class): whether the
+        patient has any abnormal (label > 0) segment, since most patients' majority is "normal"."""
         labels = self.labels(manifest)
         strata: dict[str, int] = {}
         for patient in np.unique(manifest["patient_id"]):
             mine = labels[manifest["patient_id"] == patient]
             mine = mine[mine >= 0]
-            strata[str(patient)] = int(np.bincount(mine).argmax()) if len(mine) else -1
+            if not len(mine):
+                strata[str(patient)] = -1
+            elif self.level == "segment":
+                strata[str(patient)] = int((mine > 0).any())
+            else:
+                strata[str(patient)] = int(np.bincount(mine).argmax())
         return strata
 
 
