@@ -109,7 +109,9 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
         raise CheckpointError(f"{path}: weights do not fit {encoder_config['class_path']} "
                               f"{encoder_config.get('init_args')}: missing {result.missing_keys[:5]}, "
                               f"unexpected {result.unexpected_keys[:5]}")
-    provenance.setdefault("checkpoint", str(path))
+    if provenance.get("checkpoint") not in (None, str(path)):  # exported from a Lightning checkpoint
+        provenance["source_checkpoint"] = provenance["checkpoint"]
+    provenance["checkpoint"] = str(path)
     provenance["encoder"] = encoder_config
     return PretrainedEncoder(encoder, _frontend_from(frontend_config, frontend_state), provenance)
 

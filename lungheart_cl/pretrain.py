@@ -173,7 +173,7 @@ class ContrastivePretraining(L.LightningModule):
         data = self.trainer.datamodule
         if data is not None and self.knn_auroc_init is None:
             self.knn_auroc_init = self.evaluate_knn(data)
-            self.log("val/knn_auroc_init", self.knn_auroc_init, rank_zero_only=True)
+            self.log("val/knn_auroc_init", self.knn_auroc_init, sync_dist=True)  # identical on every rank
 
     # ------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict:
