@@ -40,6 +40,11 @@ ROOT ?= data/$(DATASET)
 data: $(STAMP)
 	$(PY) -m lungheart_cl data download --dataset $(DATASET) --root $(ROOT)
 
+# The study's grid (reduced, on the embedded data by default); PAPER=experiments/paper_icbhi.yaml etc. for real data.
+PAPER ?= experiments/paper_embedded.yaml
+paper: $(STAMP)
+	$(PY) -m lungheart_cl sweep $(PAPER) $(ARGS)
+
 report: $(STAMP)
 	$(PY) -m lungheart_cl report $(RUNS) $(ARGS)
 

@@ -26,15 +26,32 @@ class _FinetuneCLI(_CLI):
         parser.link_arguments("data.task_name", "model.task", apply_on="instantiate")
 
 
-def _trainer_defaults() -> dict:
+def _trainer_defaults(command: str) -> dict:
+    """What every run of a command gets unless the YAML or command line says otherwise."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from lungheart_cl.callbacks import EncoderExport
+    from lungheart_cl.checkpointing import AtomicCheckpointIO
+
+    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": "runs", "name": command}},
+               {"class_path": "lungheart_cl.tracking.OfflineFirstWandbLogger",
+                "init_args": {"project": "lungheart-cl", "save_dir": "runs", "job_type": command}}]
+    if command == "pretrain":  # checkpoints: best by validation kNN AUROC (higher is better), and last
+        callbacks = [ModelCheckpoint(monitor="val/knn_auroc", mode="max", save_last=True, filename="best-{epoch:02d}"),
+                     LearningRateMonitor(logging_interval="step"), EncoderExport()]
+    else:  # model selection on the validation patients only
+        callbacks = [ModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}")]
     # Our samplers shard batches over ranks themselves (metadata-stratified batches, exact evaluation).
-    return {"use_distributed_sampler": False, "num_sanity_val_steps": 0}
+    return {"use_distributed_sampler": False, "num_sanity_val_steps": 0, "default_root_dir": "runs",
+            "log_every_n_steps": 5, "logger": loggers, "callbacks": callbacks, "plugins": [AtomicCheckpointIO()]}
 
 
 def make_cli(command: str, args: list[str]) -> LightningCLI:
     """Parse and instantiate (model, data, trainer) without running anything."""
     os.environ.setdefault("WANDB_SILENT", "true")
-    kwargs = dict(run=False, args=args, trainer_defaults=_trainer_defaults(), save_config_kwargs={"overwrite": True},
+    kwargs = dict(run=False, args=args, trainer_defaults=_trainer_defaults(command),
+                  save_config_kwargs={"overwrite": True},
                   parser_kwargs={"parser_mode": "omegaconf"}, auto_configure_optimizers=False)
     if command == "pretrain":
         from lungheart_cl.data.datamodule import PretrainDataModule

@@ -32,14 +32,19 @@ class Evaluation:
 @dataclass
 class PretrainRun:
     name: str
-    config: str
+    config: str | list[str]  # one YAML, or several merged in order (e.g. a base plus a scheme)
     args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_args(self) -> list[str]:
+        configs = [self.config] if isinstance(self.config, str) else self.config
+        return [arg for config in configs for arg in ("--config", config)]
 
 
 @dataclass
 class SweepSpec:
     runs_dir: str
-    finetune_config: str
+    finetune_config: str | list[str]
     label_fractions: list[float]
     seeds: list[int]
     evaluations: list[Evaluation]
@@ -107,7 +112,7 @@ class Sweep:
             return done["encoder"]
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        args = ["--config", run.config, *_flag_args(self.spec.pretrain_args), *_flag_args(run.args),
+        args = [*run.config_args, *_flag_args(self.spec.pretrain_args), *_flag_args(run.args),
                 "--seed_everything", str(seed), "--data.seed", str(seed), "--model.scheme", run.name,
                 "--trainer.default_root_dir", str(self.runs_dir / "pretrain"),
                 *_loggers(self.runs_dir / "pretrain", key, run.name, "pretrain", self.spec.wandb_project)]
@@ -127,7 +132,8 @@ class Sweep:
             return
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        args = ["--config", self.spec.finetune_config, *_flag_args(self.spec.common_args),
+        configs = [self.spec.finetune_config] if isinstance(self.spec.finetune_config, str) else self.spec.finetune_config
+        args = [*(arg for config in configs for arg in ("--config", config)), *_flag_args(self.spec.common_args),
                 "--model.mode", evaluation.mode, "--model.results_dir", str(self.results_dir),
                 "--data.label_fraction", str(fraction), "--data.label_seed", str(seed), "--data.seed", str(seed),
                 "--seed_everything", str(seed), "--trainer.default_root_dir", str(self.runs_dir / "finetune")]

@@ -27,8 +27,12 @@ class OfflineFirstWandbLogger(WandbLogger):
 
     def __init__(self, project: str = "lungheart-cl", save_dir: str = "runs", offline: bool | None = None,
                  **kwargs):
-        if offline is None:
-            offline = os.environ.get("WANDB_MODE", "").lower() == "offline" or not wandb_logged_in()
+        env_mode = os.environ.get("WANDB_MODE", "").lower()
+        if env_mode == "disabled":  # Lightning's offline flag would overwrite WANDB_MODE with "dryrun"
+            offline = False
+            kwargs.setdefault("mode", "disabled")
+        elif offline is None:
+            offline = env_mode in ("offline", "dryrun") or (env_mode != "online" and not wandb_logged_in())
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("settings", _settings())
         super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)
