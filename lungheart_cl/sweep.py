@@ -57,12 +57,30 @@ class SweepSpec:
 
     @classmethod
     def load(cls, path: Path, overrides: list[str] | None = None) -> SweepSpec:
+        """Read a spec; `overrides` are OmegaConf dotlist items, e.g. ``pretrain_args.trainer.max_epochs=1``."""
         raw = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
         data = OmegaConf.to_container(raw, resolve=True)
-        data["evaluations"] = [Evaluation(**e) for e in data.get("evaluations", [])]
-        data["baselines"] = [Evaluation(**e) for e in data.get("baselines", [])]
-        data["pretrain"] = [PretrainRun(**p) for p in data.get("pretrain", [])]
+        for key in ("pretrain_args", "common_args"):
+            data[key] = _flatten(data.get(key) or {})
+        data["evaluations"] = [Evaluation(**{**e, "args": _flatten(e.get("args") or {})})
+                               for e in data.get("evaluations", [])]
+        data["baselines"] = [Evaluation(**{**e, "args": _flatten(e.get("args") or {})})
+                             for e in data.get("baselines", [])]
+        data["pretrain"] = [PretrainRun(**{**p, "args": _flatten(p.get("args") or {})})
+                            for p in data.get("pretrain", [])]
         return cls(**data)
+
+
+def _flatten(args: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'trainer': {'max_epochs': 1}} -> {'trainer.max_epochs': 1}: every argument as one CLI flag."""
+    flat: dict[str, Any] = {}
+    for key, value in args.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _flag_args(args: dict[str, Any]) -> list[str]:
