@@ -22,6 +22,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 
 from lungheart_cl.checkpointing import CheckpointError, check_same_encoder, load_pretrained
@@ -76,7 +77,8 @@ class Classifier(L.LightningModule):
         lr / encoder_lr_scale / weight_decay / optimizer / warmup_epochs / min_lr_ratio: optimisation.
         class_weighting: "balanced" weights the loss by inverse class frequency of the labelled set.
         bootstrap_samples / ci_level: test-set confidence intervals (patients resampled).
-        results_dir: where the results JSON of the run is written.
+        results_dir: where the results JSON of the run (and its embedding picture) is written.
+        embedding_plot: 2-D projection of the test embeddings drawn at the end: pca | tsne | none.
         scheme: name of the pretraining scheme for reports (default: from the checkpoint, or the mode).
     """
 
@@ -88,7 +90,7 @@ class Classifier(L.LightningModule):
                  weight_decay: float = 1e-4, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.01,
                  class_weighting: Literal["balanced", "none"] = "balanced", bootstrap_samples: int = 1000,
                  ci_level: float = 0.95, results_dir: str = "runs/results", scheme: str | None = None,
-                 stats_segments: int = 2000):
+                 stats_segments: int = 2000, embedding_plot: Literal["pca", "tsne", "none"] = "pca"):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "views"])
         if mode not in ("linear", "finetune", "scratch"):
@@ -129,6 +131,7 @@ class Classifier(L.LightningModule):
         self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
         self._feature_cache: Tensor | None = None
         self._outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._test_features: list[Tensor] = []
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -214,15 +217,19 @@ class Classifier(L.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(logits))
         return loss
 
-    def _collect(self, batch: dict) -> None:
-        logits = self.head(self.features(batch)).float()
+    def _collect(self, batch: dict) -> Tensor:
+        features = self.features(batch)
+        logits = self.head(features).float()
         self._outputs.append((logits.softmax(-1), batch["label"], batch["index"]))
+        return features
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._collect(batch)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._collect(batch)
+        features = self._collect(batch)
+        if self.hparams.embedding_plot != "none":
+            self._test_features.append(features.detach().float().cpu())
 
     def _predictions(self):
         outputs, self._outputs = self._outputs, []
@@ -241,6 +248,7 @@ class Classifier(L.LightningModule):
         self.log("val/auroc", float(metrics["auroc"]), prog_bar=True)  # the model-selection metric
 
     def on_test_epoch_end(self) -> None:
+        rows = torch.cat([index for _, _, index in self._outputs]).cpu().numpy()
         predictions = self._predictions()
         results = evaluate(self.task, predictions, self.hparams.bootstrap_samples, self.hparams.ci_level)
         self.log_dict({f"test/{name}": m["value"] for name, m in results.items()})
@@ -249,6 +257,24 @@ class Classifier(L.LightningModule):
                              "level": self.task.level}
         if self.trainer.is_global_zero:
             self._write_results()
+            if self._test_features:
+                self._plot_embeddings(torch.cat(self._test_features).numpy(), rows)
+        self._test_features = []
+
+    def _plot_embeddings(self, features: np.ndarray, rows: np.ndarray) -> None:
+        """Test embeddings in 2-D, coloured by label and by metadata; PNG beside the results, and in W&B."""
+        from lungheart_cl.embeddings import log_embeddings_to_wandb, plot_embeddings, project_embeddings
+
+        manifest = self.trainer.datamodule.manifest
+        labels = self.trainer.datamodule.labels[rows]
+        colour_by = {"label": [self.task.classes[i] for i in labels]}
+        colour_by |= {name: manifest[name][rows].tolist() for name in ("age_group", "sex", "location", "device")}
+        points = project_embeddings(features, self.hparams.embedding_plot)
+        path = Path(self.hparams.results_dir) / f"{self.run_name()}-embeddings.png"
+        plot_embeddings(points, colour_by, path, f"{self.run_name()}: test embeddings ({self.hparams.embedding_plot})")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                log_embeddings_to_wandb(points, colour_by, image=path, key="test/embeddings", run=logger.experiment)
 
     # --------------------------------------------------------------- results
     def run_name(self) -> str:

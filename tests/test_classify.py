@@ -61,6 +61,8 @@ def test_linear_probe_writes_results_with_patient_cluster_cis(cache_dir, exporte
     assert results["n_patients"] == trainer.datamodule.summary()["test_patients"]
     assert results["best_val_auroc"] is not None and results["selected_checkpoint"].endswith(".ckpt")
     assert results["pretrained"]["checkpoint"] == str(exported)
+    picture = tmp_path / "icbhi-healthy_vs_disease-unit_test-linear-lf0.5-seed0-embeddings.png"
+    assert picture.is_file() and picture.stat().st_size > 10_000  # label, age group, sex, location, device panels
 
 
 def test_finetune_moves_the_encoder_and_scratch_needs_no_checkpoint(cache_dir, exported, tmp_path):
