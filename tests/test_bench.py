@@ -18,7 +18,8 @@ FIGURES = {
     "cache": ["audio_s", "build_s", "hit_s", "x_real_time", "naive_s", "naive_x_real_time", "speedup"],
     "loader": ["segments_per_s", "naive_segments_per_s", "speedup"],
     "loss": ["metadata_ms", "simclr_ms", "ratio"],
-    "step": ["data_ms", "views_ms", "compute_ms", "step_ms", "data_wait_fraction", "samples_per_s"],
+    "step": ["data_ms", "views_ms", "compute_ms", "step_ms", "data_wait_fraction", "samples_per_s",
+             "cpu_ms_per_sample"],
     "memory": ["peak_rss_mb"],
 }
 
@@ -49,7 +50,7 @@ def test_quick_bench_writes_finite_positive_figures(tmp_path):
         assert all(positive(row[key]) for key in FIGURES["step"]), row
     cpu_rows = [r for r in sections["memory"]["rows"] if r["device"] == "cpu"]
     assert cpu_rows and all(positive(r["peak_rss_mb"]) for r in cpu_rows), cpu_rows
-    assert all(positive(v) for v in sections["step"]["speedup"].values())
+    assert all(positive(v) for key in ("speedup", "cpu_speedup") for v in sections["step"][key].values())
     if not sections["gpu"]["available"]:
         assert sections["gpu"]["reason"]
     checks = report["checks"]

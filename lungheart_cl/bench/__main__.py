@@ -20,6 +20,7 @@ from lungheart_cl.bench import SECTIONS, cache_build, gpu, loader, loss, memory,
 from lungheart_cl.bench.common import FULL, QUICK, Context
 
 RUN_ORDER = ("cache", "loader", "step", "loss", "gpu", "memory")  # memory reports what step and gpu measured
+SOFT_BUDGET_S = 270  # after data preparation, no further alternating rounds: a busy machine still ends in 10 min
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,8 +59,8 @@ def run_section(name: str, ctx: Context, results: dict):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    ctx = Context(QUICK if args.quick else FULL, args.data_dir, args.quick)
     started = time.perf_counter()
+    ctx = Context(QUICK if args.quick else FULL, args.data_dir, args.quick)
     print(f"lungheart-cl bench{' (quick)' if args.quick else ''}: torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
           f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}; "
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = _load()
     needs_data = {"cache", "loader", "step", "memory"} | ({"gpu"} if torch.cuda.is_available() else set())
     prepare_s = prepare(ctx) if needs_data & set(args.sections) else 0.0
+    ctx.deadline = time.perf_counter() + SOFT_BUDGET_S
     results, seconds, errors = {}, {}, {}
     for name in args.sections:
         section_start = time.perf_counter()

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from torch.utils.data import DataLoader
 
 from lungheart_cl.data.datamodule import PretrainDataModule
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -20,16 +24,17 @@ class Sizes:
     """How much each section does; `QUICK` is for the test (seconds, tiny data)."""
 
     dataset: dict  # options of `synthesize("icbhi", ...)`; empty = `synthesize_icbhi_sized`
+    rounds: int = 3  # each measurement and its baseline run in turn this often; the best round counts
     naive_decode_fraction: float = 0.1  # recordings the librosa baseline decodes
     loader_batch: int = 128
     loader_warmup: int = 10
-    loader_batches: int = 300
-    naive_loader_batches: int = 60
+    loader_batches: int = 200  # per round
+    naive_loader_batches: int = 50
     encoders: tuple[str, ...] = ("SmallCNN", "ResNet18Encoder")  # sections 3, 5, 6
     step_batch: int = 64  # pairs; twice as many views
-    step_warmup: int = 3
-    step_steps: dict = field(default_factory=lambda: {"SmallCNN": 15, "ResNet18Encoder": 6})
-    reference_steps: dict = field(default_factory=lambda: {"SmallCNN": 10, "ResNet18Encoder": 5})
+    step_warmup: int = 2
+    step_steps: dict = field(default_factory=lambda: {"SmallCNN": 15, "ResNet18Encoder": 6})  # per round
+    reference_steps: dict = field(default_factory=lambda: {"SmallCNN": 8, "ResNet18Encoder": 4})
     loss_pairs: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     loss_min_seconds: float = 0.5  # each size repeats until this long (at least one call after a warm-up)
     memory_warmup: int = 1  # section 5: a fresh process per encoder and pipeline
@@ -41,7 +46,7 @@ class Sizes:
 
 
 FULL = Sizes(dataset={})
-QUICK = Sizes(dataset={"patients": 12, "recordings_per_patient": 2.0, "duration_s": 8.0},
+QUICK = Sizes(dataset={"patients": 12, "recordings_per_patient": 2.0, "duration_s": 8.0}, rounds=1,
               naive_decode_fraction=0.5, loader_batch=16, loader_warmup=2, loader_batches=8, naive_loader_batches=4,
               encoders=("SmallCNN",), step_batch=8, step_warmup=1, step_steps={"SmallCNN": 2},
               reference_steps={"SmallCNN": 2}, loss_pairs=(32, 64), loss_min_seconds=0.0,
@@ -53,6 +58,7 @@ class Context:
     sizes: Sizes
     data_dir: Path  # cache/bench: the synthetic dataset and its persistent cache
     quick: bool = False
+    deadline: float = math.inf  # perf_counter time after which `alternate` runs no further rounds
 
     @property
     def dataset_root(self) -> Path:
@@ -97,6 +103,43 @@ class Stopwatch:
         now = time.perf_counter()
         seconds, self.last = now - self.last, now
         return seconds
+
+
+def alternate(ctx: Context, **measures: Callable[[], T]) -> dict[str, list[T]]:
+    """Run every measurement once per round, in turn (A, B, A, B, ...), so a slow spell caused by other
+    work on the machine falls on all of them alike; callers keep each one's best round. Rounds after
+    the first are skipped once the run is past its soft time budget (`Context.deadline`)."""
+    results: dict[str, list[T]] = {name: [] for name in measures}
+    for round_index in range(ctx.sizes.rounds):
+        if round_index and time.perf_counter() > ctx.deadline:
+            print(f"  (time budget spent: {round_index} of {ctx.sizes.rounds} rounds)")
+            break
+        for name, measure in measures.items():
+            results[name].append(measure())
+    return results
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its live children (DataLoader workers), from /proc; process time
+    alone where /proc is missing. Unlike wall time, it barely moves when other work shares the CPUs."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    me = str(os.getpid())
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return total
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:  # ppid; then utime and stime are fields 14 and 15 of stat
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def timed(fn, *args, **kwargs):
@@ -181,7 +224,8 @@ class Check:
     def __post_init__(self) -> None:
         self.value = None if self.value is None else float(self.value)
         finite = self.value is not None and math.isfinite(self.value)
-        self.passed = bool(finite and (self.value >= self.target if self.higher_is_better else self.value < self.target))
+        better = finite and (self.value >= self.target if self.higher_is_better else self.value < self.target)
+        self.passed = bool(better)
 
     def line(self) -> str:
         op = ">=" if self.higher_is_better else "<"

@@ -51,7 +51,8 @@ def run(ctx: Context) -> GpuResult:
                 step = bench_ours(dm, encoder, warmup=sizes.gpu_warmup, steps=sizes.gpu_steps, device=device,
                                   variant=variant, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile)
             except Exception as error:  # noqa: BLE001 -- a failing variant (compile, mostly) is reported, not fatal
-                result.skipped[key] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+                first_line = str(error).splitlines()[0][:200] if str(error) else ""
+                result.skipped[key] = f"{type(error).__name__}: {first_line}"
                 print(f"  skipped {key}: {result.skipped[key]}")
                 continue
             finally:
