@@ -181,7 +181,7 @@ class Classifier(L.LightningModule):
 
     # -------------------------------------------------------------- features
     def _spec(self, batch: dict, augment: bool) -> Tensor:
-        wave, valid = batch["wave"], batch["valid"]
+        wave, valid = batch["wave"].float(), batch["valid"]
         if augment and self.views is not None:
             wave, valid = self.views.apply_wave(wave, valid)
         spec = self.frontend(wave, valid)

@@ -99,17 +99,19 @@ def metadata_masks(
 
 
 def nt_xent_rows(logits: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
-    """SupCon-outside row losses of the rows that have a positive.
+    """SupCon-outside row losses.
 
     ``logits`` (R, C) are similarities / temperature; returns ``(losses, valid)`` with ``valid`` the
-    (R,) mask of rows with at least one positive and ``losses`` their (valid.sum(),) values.
+    (R,) mask of rows with at least one positive and ``losses`` (R,) their values, 0 elsewhere.
+    Rows are never copied out (that dominated the cost at large batches).
     """
     valid = positive.any(dim=1)
-    # Dropping invalid rows first keeps every logsumexp over at least one finite entry (no NaN grads).
-    logits, positive, negative = logits[valid], positive[valid], negative[valid]
-    log_denominator = logits.masked_fill(~(positive | negative), float("-inf")).logsumexp(dim=1)
-    mean_positive = logits.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1)
-    return log_denominator - mean_positive, valid
+    # Rows without a positive may use any column, so every logsumexp sees a finite entry (no NaN
+    # gradients); torch.where then zeroes them.
+    allowed = positive | negative | ~valid.unsqueeze(1)
+    log_denominator = logits.masked_fill(~allowed, float("-inf")).logsumexp(dim=1)
+    mean_positive = (logits * positive).sum(dim=1) / positive.sum(dim=1).clamp_min(1)
+    return torch.where(valid, log_denominator - mean_positive, torch.zeros_like(mean_positive)), valid
 
 
 def count_rows_with_positive(keys: Mapping[str, Tensor], positive_keys: Sequence[str] = ()) -> Tensor:
@@ -195,12 +197,12 @@ class MetadataNTXent(torch.nn.Module):
             # Empty sums stay on the graph, so a batch without valid rows still backpropagates zeros.
             loss = row_losses.sum() / num_valid.clamp_min(1) * world_size
 
-        with torch.no_grad():
-            cosine, positive, negative = similarity[valid], positive[valid], negative[valid]
+        with torch.no_grad():  # statistics over valid rows; invalid rows have no positive by definition
+            negative = negative & valid.unsqueeze(1)
             return ContrastiveOutput(
                 loss=loss,
-                positive_similarity=_masked_mean(cosine, positive),
-                negative_similarity=_masked_mean(cosine, negative),
+                positive_similarity=_masked_mean(similarity, positive),
+                negative_similarity=_masked_mean(similarity, negative),
                 negatives_per_row=negative.sum() / valid.sum().clamp_min(1),
                 valid_fraction=num_valid / col_keys.shape[0],
             )
@@ -222,4 +224,4 @@ class MetadataNTXent(torch.nn.Module):
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` where ``mask``; 0 where the mask is empty."""
-    return values.masked_fill(~mask, 0.0).sum() / mask.sum().clamp_min(1)
+    return (values * mask).sum() / mask.sum().clamp_min(1)

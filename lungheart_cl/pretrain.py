@@ -86,7 +86,7 @@ class ContrastivePretraining(L.LightningModule):
 
     def make_views(self, batch: dict) -> Tensor:
         """Two augmented log-mel views per sample, stacked: rows [0, B) anchors, [B, 2B) partners."""
-        wave = torch.cat([batch["wave"], batch["partner_wave"]])
+        wave = torch.cat([batch["wave"], batch["partner_wave"]]).float()
         valid = torch.cat([batch["valid"], batch["partner_valid"]])
         wave, valid = self.views.apply_wave(wave, valid)
         spec = self.frontend(wave, valid)

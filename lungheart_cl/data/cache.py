@@ -178,8 +178,7 @@ def _decode_into(directory: str, shape: tuple[int, int], offset: int, recording:
     """Worker: decode one recording and write its segments at rows [offset, offset+len(specs))."""
     segments, valid = decode_segments(recording, specs, config)
     store = np.memmap(Path(directory) / "segments.f16", dtype=np.float16, mode="r+", shape=shape)
-    store[offset: offset + len(specs)] = segments
-    store.flush()
+    store[offset: offset + len(specs)] = segments  # the shared page cache makes it visible; fsync'd once at the end
     return offset, valid
 
 
@@ -224,6 +223,7 @@ def build_cache(source: SourceDataset, config: CacheConfig, cache_root: Path, *,
                 "num_recordings": len(keep), "problems": [str(p) for p in problems.values()],
                 "notes": list(source.notes), "reader_problems": [str(p) for p in source.problems]}
         (tmp / "cache.json").write_text(json.dumps(info, indent=2))
+        _fsync(tmp / "segments.f16")
         _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -338,6 +338,15 @@ def read_manifest(path: Path) -> dict[str, np.ndarray]:
         else:
             columns[name] = np.asarray(values, dtype=str)
     return columns
+
+
+def _fsync(path: Path) -> None:
+    """Durable on disk before the rename publishes it (one sync instead of one per recording)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _publish(tmp: Path, target: Path) -> None:

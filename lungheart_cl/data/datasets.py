@@ -1,5 +1,7 @@
 """Torch datasets over a segment cache. Workers only slice the memmap: no decoding, no spectrograms.
 
+Waveforms are served in float16, the cache's precision; models convert them on the device.
+
 Both datasets implement ``__getitems__`` so a DataLoader fetches a whole batch with one sorted
 fancy-index read and returns ready-made batch tensors (see `collate_batch`).
 """
@@ -40,11 +42,13 @@ class SegmentStore:
         return {"path": self.path, "shape": self.shape, "_array": None}  # never pickle the mapping
 
     def read(self, rows: np.ndarray) -> torch.Tensor:
+        """float16 rows as stored: half the bytes through worker shared memory and host-to-device
+        copies; the model converts to float32 on the device."""
         if self._array is None:
             self._array = np.memmap(self.path, dtype=np.float16, mode="r", shape=self.shape)
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")  # sorted reads walk the file forwards
-        out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
+        out = np.empty((len(rows), self.shape[1]), dtype=np.float16)
         out[order] = self._array[rows[order]]
         return torch.from_numpy(out)
 
