@@ -55,4 +55,4 @@ def _format(summary: dict) -> str:
         f"  validation kNN AUROC: {fmt(before)} (random init) -> {fmt(best)} (best epoch)",
         f"  best checkpoint:      {summary['best_checkpoint']}",
         f"  exported encoder:     {summary['encoder_best']}",
-        f"  next: make finetune   (uses the newest exported encoder)", ""])
+        "  next: make finetune   (uses the newest exported encoder)", ""])

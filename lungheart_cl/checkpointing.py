@@ -58,8 +58,22 @@ def _frontend_from(config: dict, state: dict) -> LogMelFrontend:
     return frontend
 
 
-def _substate(state: dict, prefix: str) -> dict:
+def substate(state: dict, prefix: str) -> dict:
+    """The entries of a state dict under `prefix` (e.g. "encoder."), with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A torch checkpoint as a dict, or a CheckpointError naming the file and what is wrong with it."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a lungheart-cl checkpoint (a {type(payload).__name__})")
+    return payload
 
 
 def export_encoder(encoder: Encoder, frontend: LogMelFrontend, path: Path, provenance: dict) -> Path:
@@ -78,14 +92,7 @@ def export_from_checkpoint(checkpoint_path: Path, path: Path) -> Path:
 def load_pretrained(path: Path | str) -> PretrainedEncoder:
     """Encoder + front end from an exported encoder or a pretraining Lightning checkpoint."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for a truncated or foreign file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: not a lungheart-cl checkpoint (a {type(payload).__name__})")
+    payload = read_checkpoint(path)
     if payload.get("format") == EXPORT_FORMAT:
         encoder_config, frontend_config = payload["encoder_config"], payload["frontend_config"]
         encoder_state, frontend_state = payload["encoder_state"], payload["frontend_state"]
@@ -93,8 +100,8 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
     elif "lungheart_cl" in payload and "state_dict" in payload:
         meta = payload["lungheart_cl"]
         encoder_config, frontend_config = meta["encoder_config"], meta["frontend_config"]
-        encoder_state = _substate(payload["state_dict"], "encoder.")
-        frontend_state = _substate(payload["state_dict"], "frontend.")
+        encoder_state = substate(payload["state_dict"], "encoder.")
+        frontend_state = substate(payload["state_dict"], "frontend.")
         if meta.get("kind") != "pretrain":
             raise CheckpointError(f"{path}: a {meta.get('kind')} checkpoint, not a pretraining one")
         provenance = {"checkpoint": str(path), "scheme": meta.get("scheme"), "data": meta.get("data", {}),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lungheart_cl.checkpointing import EXPORT_FORMAT, CheckpointError
+from lungheart_cl.checkpointing import EXPORT_FORMAT, CheckpointError, read_checkpoint, substate
 from lungheart_cl.classify import Standardize
 from lungheart_cl.data.audio import probe_audio
 from lungheart_cl.data.cache import CacheConfig, SegmentSpec, decode_segments, plan_segments
@@ -94,20 +94,9 @@ def build_head_from_state(state: Mapping[str, Tensor], embedding_dim: int, num_c
     return head
 
 
-def _substate(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def _read_classifier_payload(path: Path) -> dict:
     """The checkpoint dict, or a CheckpointError saying what the file is instead."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for a truncated or foreign file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: not a lungheart-cl checkpoint (a {type(payload).__name__})")
+    payload = read_checkpoint(path)
     if payload.get("format") == EXPORT_FORMAT:
         raise CheckpointError(f"{path}: an exported pretrained encoder, not a classifier; predict needs the .ckpt "
                               f"written by `lungheart-cl finetune`")
@@ -145,10 +134,10 @@ def load_classifier(path: Path | str) -> LoadedClassifier:
     config = _cache_config(path, meta)
     try:
         encoder = build_encoder(meta["encoder_config"])
-        encoder.load_state_dict(_substate(state, "encoder."))
+        encoder.load_state_dict(substate(state, "encoder."))
         frontend = LogMelFrontend(**meta["frontend_config"])
-        frontend.load_state_dict(_substate(state, "frontend."))
-        head = build_head_from_state(_substate(state, "head."), encoder.embedding_dim, len(classes))
+        frontend.load_state_dict(substate(state, "frontend."))
+        head = build_head_from_state(substate(state, "head."), encoder.embedding_dim, len(classes))
     except (RuntimeError, ValueError, TypeError, ImportError, AttributeError) as error:
         raise CheckpointError(f"{path}: weights do not fit the network the checkpoint describes ({error})") from error
     return LoadedClassifier(path, ClassifierNet(frontend, encoder, head), meta.get("task"), classes, config)

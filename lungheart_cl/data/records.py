@@ -40,6 +40,13 @@ class Problem:
         return cls(error.path, error.message)
 
 
+def skip_or_raise(error: DataError, skip_bad: bool, problems: list[Problem]) -> None:
+    """Raise `error`, or with ``skip_bad`` keep it as a `Problem` so that reading goes on."""
+    if not skip_bad:
+        raise error
+    problems.append(Problem.from_error(error))
+
+
 def age_group_from_years(age_years: float | None) -> str:
     """Age bands as CirCor defines them (neonate < 28 days, infant < 1 y, child < 12 y,
     adolescent < 18 y), so ICBHI ages in years and CirCor's groups share one vocabulary."""

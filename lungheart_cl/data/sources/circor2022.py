@@ -17,7 +17,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lungheart_cl.data.records import UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset, normalize_sex
+from lungheart_cl.data.records import (UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset, normalize_sex,
+                                      skip_or_raise)
 from lungheart_cl.data.sources.wfdb_header import probe_against_header, read_wfdb_header
 
 DATASET = "circor2022"
@@ -94,13 +95,6 @@ class _PatientHeader:
         if key in self.fields:
             return DataError(self.path, f"line {self.fields[key][1]}: {message}")
         return DataError(self.path, message)
-
-
-def _skip_or_raise(error: DataError, skip_bad: bool, problems: list[Problem]) -> None:
-    """Raise `error`, or with skip_bad keep it as a Problem so that reading goes on."""
-    if not skip_bad:
-        raise error
-    problems.append(Problem.from_error(error))
 
 
 def _parse_first_line(path: Path, text: str) -> tuple[str, int, int]:
@@ -325,7 +319,7 @@ def _read_patient(
     if summary is not None:
         _check_summary(summary, header)
     for error in line_errors:
-        _skip_or_raise(error, skip_bad, problems)
+        skip_or_raise(error, skip_bad, problems)
     recordings: list[Recording] = []
     seen: dict[str, int] = {}
     for line in header.recordings:
@@ -335,7 +329,7 @@ def _read_patient(
                 raise DataError(path, f"line {line.line}: recording {line.recording_id} already listed on line {first}")
             recordings.append(_read_recording(directory, header, line))
         except DataError as error:
-            _skip_or_raise(error, skip_bad, problems)
+            skip_or_raise(error, skip_bad, problems)
     return patient, recordings, _stray_files(directory, header)
 
 
@@ -370,7 +364,7 @@ def read_circor2022(root: Path, *, skip_bad: bool = False) -> SourceDataset:
         try:
             patient, patient_recordings, strays = _read_patient(directory, path, summary, skip_bad, problems)
         except DataError as error:
-            _skip_or_raise(error, skip_bad, problems)
+            skip_or_raise(error, skip_bad, problems)
             continue
         notes.extend(f"{name}: not listed in {path.name}, belongs to no recording; ignored" for name in strays)
         if patient_recordings:
@@ -378,5 +372,5 @@ def read_circor2022(root: Path, *, skip_bad: bool = False) -> SourceDataset:
             recordings.extend(patient_recordings)
     if summary is not None:
         for patient_id in sorted(set(summary.rows) - {path.stem for path in directory.glob("*.txt")}):
-            _skip_or_raise(DataError(summary.path, f"patient {patient_id} has no header file"), skip_bad, problems)
+            skip_or_raise(DataError(summary.path, f"patient {patient_id} has no header file"), skip_bad, problems)
     return SourceDataset(DATASET, root, recordings, patients, problems, notes)

@@ -35,6 +35,7 @@ from lungheart_cl.data.records import (
     SourceDataset,
     age_group_from_years,
     normalize_sex,
+    skip_or_raise,
 )
 
 DATASET = "icbhi"
@@ -203,9 +204,7 @@ def read_icbhi(root: Path, *, skip_bad: bool = False) -> SourceDataset:
                     raise DataError(path, f"recording {recording_id} found {len(paths)} times: {copies}")
                 read.append(_read_recording(path, metadata, split, present))
             except DataError as error:
-                if not skip_bad:
-                    raise
-                problems.append(Problem.from_error(error))
+                skip_or_raise(error, skip_bad, problems)
 
     patients = {item.patient.patient_id: item.patient for item in read}
     notes += _notes_on_read(read, patients)

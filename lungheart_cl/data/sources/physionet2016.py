@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungheart_cl.data.records import UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset
+from lungheart_cl.data.records import UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset, skip_or_raise
 from lungheart_cl.data.sources.wfdb_header import probe_against_header, read_wfdb_header
 
 DATASET = "physionet2016"
@@ -36,13 +36,6 @@ class _ReferenceRow:
     line: int
     record: str
     label: str
-
-
-def _skip_or_raise(error: DataError, skip_bad: bool, problems: list[Problem]) -> None:
-    """Raise `error`, or with skip_bad keep it as a Problem so that reading goes on."""
-    if not skip_bad:
-        raise error
-    problems.append(Problem.from_error(error))
 
 
 def _training_folders(root: Path) -> list[Path]:
@@ -105,7 +98,7 @@ def _read_folder(
     """Recordings of one training-* folder; `first_seen` spans folders to catch duplicated records."""
     rows, errors = _read_reference(folder / REFERENCE_FILE)
     for error in errors:
-        _skip_or_raise(error, skip_bad, problems)
+        skip_or_raise(error, skip_bad, problems)
     recordings: list[Recording] = []
     for row in rows:
         try:
@@ -118,11 +111,11 @@ def _read_folder(
                 )
             recordings.append(_read_record(folder, row))
         except DataError as error:
-            _skip_or_raise(error, skip_bad, problems)
+            skip_or_raise(error, skip_bad, problems)
     listed = {row.record for row in rows}
     for wav in sorted(folder.glob("*.wav")):
         if wav.stem not in listed:
-            _skip_or_raise(DataError(wav, f"has no row in {folder.name}/{REFERENCE_FILE}"), skip_bad, problems)
+            skip_or_raise(DataError(wav, f"has no row in {folder.name}/{REFERENCE_FILE}"), skip_bad, problems)
     return recordings
 
 
