@@ -155,8 +155,12 @@ class Classifier(L.LightningModule):
                 self.class_weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
 
     def on_fit_start(self) -> None:
+        data = self.trainer.datamodule
+        for logger in self.loggers:  # the keys a W&B workspace groups and plots label fractions by
+            logger.log_hyperparams({"scheme": self.scheme, "mode": self.mode, "seed": data.label_seed,
+                                    "label_fraction": data.label_fraction, "dataset": data.dataset,
+                                    "task": self.task.name})
         if self.mode == "linear":  # fill the feature cache once and fit the head's standardisation
-            data = self.trainer.datamodule
             features = [self.features({k: v.to(self.device) for k, v in batch.items() if k != "meta"})
                         for batch in data.iterate_rows(data.labelled_rows)]
             self.head[0].fit(torch.cat(features))

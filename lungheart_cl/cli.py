@@ -4,6 +4,7 @@
     lungheart-cl finetune  [LightningCLI args]   linear probe / fine-tune / supervised baseline
     lungheart-cl data inspect|synth|download|cache ...
     lungheart-cl predict --checkpoint C [--format csv|json] FILE.wav ...
+    lungheart-cl views show --config PRETRAIN.yaml --out views.png
     lungheart-cl sweep SPEC.yaml [key=value ...]
     lungheart-cl report RUNS_DIR [--wandb]
 
@@ -122,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     from lungheart_cl.predict import add_predict_parser
 
     add_predict_parser(sub)
+    views = sub.add_parser("views", help="look at augmentations before trusting them")
+    views_verbs = views.add_subparsers(dest="verb", required=True)
+    show = views_verbs.add_parser("show", help="render one segment and several of its views as a PNG")
+    show.add_argument("--config", action="append", required=True, help="pretraining YAML (repeat to merge)")
+    show.add_argument("--out", type=Path, default=Path("views.png"))
+    show.add_argument("--views", type=int, default=7, help="how many augmented views to draw")
+    show.add_argument("--segment", type=int, default=None, help="cache row to show (default: the first pool row)")
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("overrides", nargs="*", help="Lightning CLI overrides, e.g. --data.root PATH (after --)")
     sweep = sub.add_parser("sweep", help="pretrain schemes and evaluate them over label fractions and seeds")
     sweep.add_argument("spec", type=Path, help="sweep YAML, e.g. experiments/finetune_grid_default.yaml")
     sweep.add_argument("overrides", nargs="*", help="dotlist overrides of the spec, e.g. seeds=[0] runs_dir=runs/x")
@@ -134,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "data":
         return _run_data(args)
+    if args.command == "views":
+        from lungheart_cl.view_gallery import render_views
+
+        print(render_views(args.config, args.out, args.views, args.segment, args.seed, args.overrides))
+        return 0
     if args.command == "sweep":
         from lungheart_cl.sweep import run_sweep
 

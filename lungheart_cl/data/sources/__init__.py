@@ -32,7 +32,9 @@ def reader_for(dataset: str) -> Callable[..., SourceDataset]:
 
 
 def read_source(dataset: str, root: Path | str, *, skip_bad: bool = False) -> SourceDataset:
-    root = Path(root)
+    """Read a dataset root with its reader. Paths are made absolute, so caches keyed on them do not
+    depend on the working directory or on how the root was spelled."""
+    root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root does not exist (dataset {dataset})")
     return reader_for(dataset)(root, skip_bad=skip_bad)
