@@ -96,3 +96,13 @@ def test_segment_level_tasks_stratify_patients_by_any_abnormal_cycle(cache_dir):
     assert set(strata.values()) == {0, 1}  # a majority vote would put nearly every patient in class 0
     assert set(data.labels[data.labelled_rows].tolist()) == {0, 1}
     assert data.summary()["labelled_per_class"][1] > 0
+
+
+def test_balanced_sampling_draws_classes_evenly(cache_dir):
+    data = ClassificationDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24, task="crackle",
+                                    balanced_sampling=True, num_workers=0, batch_size=64)
+    data.setup("fit")
+    natural = np.bincount(data.labels[data.labelled_rows], minlength=2) / len(data.labelled_rows)
+    drawn = np.concatenate([b["label"].numpy() for _ in range(5) for b in data.train_dataloader()])
+    assert natural[1] < 0.4  # crackle cycles are the minority ...
+    assert abs(drawn.mean() - 0.5) < 0.08  # ... but half of what the classifier sees
