@@ -8,6 +8,8 @@ the model so they cannot disagree.
 from __future__ import annotations
 
 import os
+import sys
+from unittest import mock
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -57,13 +59,18 @@ def make_cli(command: str, args: list[str]) -> LightningCLI:
         from lungheart_cl.data.datamodule import PretrainDataModule
         from lungheart_cl.pretrain import ContrastivePretraining
 
-        return _CLI(ContrastivePretraining, PretrainDataModule, **kwargs)
-    if command == "finetune":
+        cli_class, model_class, data_class = _CLI, ContrastivePretraining, PretrainDataModule
+    elif command == "finetune":
         from lungheart_cl.classify import Classifier
         from lungheart_cl.data.datamodule import ClassificationDataModule
 
-        return _FinetuneCLI(Classifier, ClassificationDataModule, **kwargs)
-    raise ValueError(f"unknown command {command!r}")
+        cli_class, model_class, data_class = _FinetuneCLI, Classifier, ClassificationDataModule
+    else:
+        raise ValueError(f"unknown command {command!r}")
+    # `args` already holds the whole command line; hiding sys.argv while parsing silences Lightning's
+    # "args and command line" warning. It is restored before fit, which DDP's launcher re-executes.
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        return cli_class(model_class, data_class, **kwargs)
 
 
 def run_lightning_cli(command: str, args: list[str]) -> LightningCLI:
