@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lungheart_cl.data.datamodule import ClassificationDataModule, PretrainDataModule
+from lungheart_cl.data.synthetic import GENERATOR_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def _pretrain(cache_dir, **kwargs) -> PretrainDataModule:
 
 def test_embedded_default_is_written_once_and_split_by_patient(cache_dir):
     data = _pretrain(cache_dir)
-    assert (cache_dir / "synthetic" / "icbhi-24p-seed0" / "ICBHI_final_database").is_dir()
+    assert (cache_dir / "synthetic" / f"icbhi-v{GENERATOR_VERSION}-24p-seed0" / "ICBHI_final_database").is_dir()
     patients = {s: set(data.split.patients(data.manifest, s)) for s in ("train", "val", "test")}
     assert all(patients.values())
     assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"]

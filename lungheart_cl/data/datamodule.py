@@ -112,7 +112,10 @@ class SoundDataModule(L.LightningDataModule):
     def data_root(self) -> Path:
         if self.root is not None:
             return Path(self.root)
-        return self.cache_dir / "synthetic" / f"{self.dataset}-{self.synthetic_patients}p-seed{self.synthetic_seed}"
+        from lungheart_cl.data.synthetic import GENERATOR_VERSION
+
+        name = f"{self.dataset}-v{GENERATOR_VERSION}-{self.synthetic_patients}p-seed{self.synthetic_seed}"
+        return self.cache_dir / "synthetic" / name
 
     def _source(self) -> SourceDataset:
         root = self.data_root

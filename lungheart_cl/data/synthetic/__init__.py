@@ -3,7 +3,8 @@
 Real datasets cannot always be downloaded, so `synthesize` writes a small dataset that the official
 readers (`lungheart_cl.data.sources`) read like the real one, with learnable but not trivial labels:
 
-- ``icbhi``: breath noise with crackles and wheezes in annotated respiratory cycles;
+- ``icbhi``: breath noise with crackles and wheezes in annotated respiratory cycles, and a
+  breathing (expiration, breath character) that follows the patient's diagnosis in every cycle;
 - ``physionet2016``: heart sounds, normal or abnormal (murmurs, split or extra sounds, arrhythmia);
 - ``circor2022``: heart sounds at several chest locations, murmur present / absent / unknown.
 
@@ -27,6 +28,9 @@ WRITERS: dict[str, Callable[..., None]] = {
     "physionet2016": write_physionet2016,
     "circor2022": write_circor2022,
 }
+# Bumped whenever the generated sound changes, so an embedded default written by an older
+# generator is not reused (it is part of the default's folder name).
+GENERATOR_VERSION = 2
 # About the size of the real ICBHI database: 126 patients, ~920 recordings, ~5.5 hours.
 ICBHI_SIZED = {"patients": 126, "recordings_per_patient": 920 / 126, "duration_s": 20.0}
 

@@ -38,6 +38,21 @@ EVENT_RATES = {
     "Bronchiolitis": (0.15, 0.45),
 }
 OBSTRUCTIVE = ("COPD", "Asthma", "Bronchiolitis")
+# Breath character that every cycle of a patient carries: expiratory loudness relative to
+# inspiratory, and a factor on the breath-noise cutoff. Healthy vesicular sounds have a faint,
+# short expiration; bronchial breathing over consolidation (pneumonia, LRTI) is brighter with an
+# expiration as loud as the inspiration; airflow obstruction lengthens and strengthens expiration
+# and hyperinflation (COPD) damps the high frequencies. URTI sounds nearly normal.
+BREATH_CHARACTER = {
+    "Healthy": ((0.3, 0.55), 1.0),
+    "URTI": ((0.4, 0.7), 1.1),
+    "COPD": ((0.6, 0.95), 0.8),
+    "Pneumonia": ((0.75, 1.05), 1.35),
+    "LRTI": ((0.6, 0.95), 1.25),
+    "Bronchiectasis": ((0.6, 0.95), 1.15),
+    "Asthma": ((0.6, 0.95), 1.0),
+    "Bronchiolitis": ((0.6, 0.95), 1.05),
+}
 # Per location: breath-noise cutoff factor (the trachea is brighter, the back duller) and the
 # range of heart-sound loudness (loudest near the heart, on the left front).
 LOCATIONS = {
@@ -86,10 +101,12 @@ class BreathingCycles:
 
 def breather(rng: np.random.Generator, age_years: float, female: bool, diagnosis: str) -> Breather:
     """A patient's breathing: children breathe faster with a brighter spectrum, women slightly
-    brighter than men; diseased patients breathe a little faster and shallower."""
+    brighter than men; diseased patients breathe a little faster and shallower, with the breath
+    character of their diagnosis (`BREATH_CHARACTER`)."""
     diseased = diagnosis != "Healthy"
     youth = min(max((18 - age_years) / 18, 0.0), 1.0)
-    cutoff = rng.uniform(250, 380) * (1 + 0.7 * youth) * (1.1 if female else 1.0)
+    expiration_range, brightness = BREATH_CHARACTER[diagnosis]
+    cutoff = rng.uniform(250, 380) * (1 + 0.7 * youth) * (1.1 if female else 1.0) * brightness
     severity = rng.lognormal(-0.125, 0.5)
     crackle_rate, wheeze_rate = EVENT_RATES[diagnosis]
     fine = rng.random() < 0.5
@@ -97,7 +114,7 @@ def breather(rng: np.random.Generator, age_years: float, female: bool, diagnosis
         age_years=age_years,
         breaths_per_min=(rng.uniform(12, 20) + 28 * math.exp(-age_years / 3)) * (1.15 if diseased else 1.0),
         inspiration_fraction=rng.uniform(0.36, 0.45) * (0.8 if diagnosis in OBSTRUCTIVE else 1.0),
-        expiration_level=rng.uniform(0.35, 0.7),
+        expiration_level=rng.uniform(*expiration_range),
         breath_depth=0.8 if diseased else 1.0,
         breath=Response(highpass_hz=rng.uniform(80, 120), lowpass_hz=cutoff, order=3),
         chest=chest_wall(rng),
