@@ -33,7 +33,6 @@ def _trainer_defaults(command: str) -> dict:
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from lungheart_cl.callbacks import EncoderExport
-    from lungheart_cl.checkpointing import AtomicCheckpointIO
 
     loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                 "init_args": {"save_dir": "runs", "name": command}},
@@ -46,7 +45,8 @@ def _trainer_defaults(command: str) -> dict:
         callbacks = [ModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}")]
     # Our samplers shard batches over ranks themselves (metadata-stratified batches, exact evaluation).
     return {"use_distributed_sampler": False, "num_sanity_val_steps": 0, "default_root_dir": "runs",
-            "log_every_n_steps": 5, "logger": loggers, "callbacks": callbacks, "plugins": [AtomicCheckpointIO()]}
+            "log_every_n_steps": 5, "logger": loggers, "callbacks": callbacks,
+            "plugins": [{"class_path": "lungheart_cl.checkpointing.AtomicCheckpointIO"}]}
 
 
 def make_cli(command: str, args: list[str]) -> LightningCLI:
