@@ -52,8 +52,9 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def resolve_checkpoint(checkpoint: str | None, runs_dir: str = "runs") -> str | None:
-    """'latest' = the newest exported pretrained encoder under `runs_dir`."""
+def resolve_checkpoint(checkpoint: str | None, runs_dir: str = "runs/pretrain") -> str | None:
+    """'latest' = the newest encoder exported by `lungheart-cl pretrain` (under runs/pretrain/);
+    sweeps keep their own pretrainings under their runs_dir, so they never become 'latest'."""
     if checkpoint != "latest":
         return checkpoint
     candidates = sorted(Path(runs_dir).glob("**/encoder-best.pt"), key=lambda p: p.stat().st_mtime)
@@ -68,7 +69,7 @@ class Classifier(L.LightningModule):
     Args:
         mode: linear | finetune | scratch (see module docstring).
         checkpoint: pretraining checkpoint (.ckpt) or exported encoder (.pt); 'latest' = the newest
-            ``encoder-best.pt`` under runs/; None = random initialisation.
+            ``encoder-best.pt`` under runs/pretrain/ (`make pretrain`); None = random initialisation.
         encoder: the encoder to build without a checkpoint; with one, it must match the checkpoint's.
         views: augmentation of the training batches in finetune/scratch modes (None = none).
         sample_rate / num_classes / task: linked from the data module by the CLI.

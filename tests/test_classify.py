@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lungheart_cl.checkpointing import CheckpointError, export_encoder
-from lungheart_cl.classify import Classifier
+from lungheart_cl.classify import Classifier, resolve_checkpoint
 from lungheart_cl.data.datamodule import ClassificationDataModule
 from lungheart_cl.encoders import ResNet18Encoder, SmallCNN
 from lungheart_cl.frontend import LogMelFrontend
@@ -108,6 +108,19 @@ def test_latest_without_any_pretraining_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match="make pretrain"):
         Classifier(mode="linear", checkpoint="latest")
+
+
+def test_latest_is_the_newest_make_pretrain_encoder_not_a_sweeps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "runs" / "pretrain" / "version_3" / "checkpoints" / "encoder-best.pt"
+    sweeps = tmp_path / "runs" / "paper_embedded" / "pretrain" / "x" / "checkpoints" / "encoder-best.pt"
+    for path in (mine, sweeps):  # the sweep's is written last, so it is the newest file under runs/
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+        os.utime(path, (1_000 + len(str(path)), 1_000 + len(str(path))))
+    assert sweeps.stat().st_mtime > mine.stat().st_mtime
+    assert resolve_checkpoint("latest") == str(mine.relative_to(tmp_path))
+    assert resolve_checkpoint(None) is None
 
 
 def test_an_encoder_pretrained_on_test_patients_is_refused(cache_dir, tmp_path):
