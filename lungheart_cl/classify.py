@@ -188,11 +188,8 @@ class Classifier(L.LightningModule):
     def _spec(self, batch: dict, augment: bool) -> Tensor:
         wave, valid = batch["wave"].float(), batch["valid"]
         if augment and self.views is not None:
-            wave, valid = self.views.apply_wave(wave, valid)
-        spec = self.frontend(wave, valid)
-        if augment and self.views is not None:
-            spec, _ = self.views.apply_spec(spec, self.frontend.valid_frames(valid, spec.shape[-1]))
-        return spec
+            return self.views.render(wave, valid, self.frontend)
+        return self.frontend(wave, valid)
 
     def features(self, batch: dict, augment: bool = False) -> Tensor:
         if self.mode != "linear":

@@ -88,11 +88,7 @@ class ContrastivePretraining(L.LightningModule):
         """Two augmented log-mel views per sample, stacked: rows [0, B) anchors, [B, 2B) partners."""
         wave = torch.cat([batch["wave"], batch["partner_wave"]]).float()
         valid = torch.cat([batch["valid"], batch["partner_valid"]])
-        wave, valid = self.views.apply_wave(wave, valid)
-        spec = self.frontend(wave, valid)
-        frames = self.frontend.valid_frames(valid, spec.shape[-1])
-        spec, _ = self.views.apply_spec(spec, frames)
-        return spec
+        return self.views.render(wave, valid, self.frontend)
 
     def embed(self, spec: Tensor) -> Tensor:
         if self.hparams.channels_last:

@@ -35,11 +35,6 @@ class PretrainRun:
     config: str | list[str]  # one YAML, or several merged in order (e.g. a base plus a scheme)
     args: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def config_args(self) -> list[str]:
-        configs = [self.config] if isinstance(self.config, str) else self.config
-        return [arg for config in configs for arg in ("--config", config)]
-
 
 @dataclass
 class SweepSpec:
@@ -62,13 +57,14 @@ class SweepSpec:
         data = OmegaConf.to_container(raw, resolve=True)
         for key in ("pretrain_args", "common_args"):
             data[key] = _flatten(data.get(key) or {})
-        data["evaluations"] = [Evaluation(**{**e, "args": _flatten(e.get("args") or {})})
-                               for e in data.get("evaluations", [])]
-        data["baselines"] = [Evaluation(**{**e, "args": _flatten(e.get("args") or {})})
-                             for e in data.get("baselines", [])]
-        data["pretrain"] = [PretrainRun(**{**p, "args": _flatten(p.get("args") or {})})
-                            for p in data.get("pretrain", [])]
+        for key, entry in (("evaluations", Evaluation), ("baselines", Evaluation), ("pretrain", PretrainRun)):
+            data[key] = [entry(**{**item, "args": _flatten(item.get("args") or {})}) for item in data.get(key, [])]
         return cls(**data)
+
+
+def _config_flags(config: str | list[str]) -> list[str]:
+    """One YAML or several (merged in order) as ``--config`` flags."""
+    return [flag for path in ([config] if isinstance(config, str) else config) for flag in ("--config", path)]
 
 
 def _flatten(args: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -130,7 +126,7 @@ class Sweep:
             return done["encoder"]
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        args = [*run.config_args, *_flag_args(self.spec.pretrain_args), *_flag_args(run.args),
+        args = [*_config_flags(run.config), *_flag_args(self.spec.pretrain_args), *_flag_args(run.args),
                 "--seed_everything", str(seed), "--data.seed", str(seed), "--model.scheme", run.name,
                 "--trainer.default_root_dir", str(self.runs_dir / "pretrain"),
                 *_loggers(self.runs_dir / "pretrain", key, run.name, "pretrain", self.spec.wandb_project)]
@@ -150,8 +146,7 @@ class Sweep:
             return
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        configs = [self.spec.finetune_config] if isinstance(self.spec.finetune_config, str) else self.spec.finetune_config
-        args = [*(arg for config in configs for arg in ("--config", config)), *_flag_args(self.spec.common_args),
+        args = [*_config_flags(self.spec.finetune_config), *_flag_args(self.spec.common_args),
                 "--model.mode", evaluation.mode, "--model.results_dir", str(self.results_dir),
                 "--data.label_fraction", str(fraction), "--data.label_seed", str(seed), "--data.seed", str(seed),
                 "--seed_everything", str(seed), "--trainer.default_root_dir", str(self.runs_dir / "finetune")]

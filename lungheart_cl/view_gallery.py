@@ -33,10 +33,9 @@ def render_views(config: list[str], out: Path, num_views: int = 6, segment: int 
     torch.manual_seed(seed)
     model.eval()
     with torch.no_grad():
-        original = model.frontend(batch["wave"].float(), batch["valid"])[0, 0]
-        repeated = {"wave": batch["wave"].repeat(num_views, 1), "valid": batch["valid"].repeat(num_views, 1)}
-        views = model.make_views({**repeated, "partner_wave": repeated["wave"][:0],
-                                  "partner_valid": repeated["valid"][:0]})[:, 0]
+        wave, valid = batch["wave"].float(), batch["valid"]
+        original = model.frontend(wave, valid)[0, 0]
+        views = model.views.render(wave.repeat(num_views, 1), valid.repeat(num_views, 1), model.frontend)[:, 0]
     return _plot(original, views, out, _title(data, row, model))
 
 

@@ -635,9 +635,9 @@ class Mixup(View):
 class ViewPipeline(nn.Module):
     """Ordered wave views (before the front end) and spectrogram views (after it).
 
-    The model calls ``apply_wave(wave, valid)``, runs the front end, converts ``valid`` with
-    `frames_from_samples`, then calls ``apply_spec(spec, valid_frames)``; calling the pipeline
-    twice on the same batch gives the two SimCLR views. Empty lists mean no augmentation there.
+    ``render(wave, valid, frontend)`` runs ``apply_wave(wave, valid)``, the front end, converts
+    ``valid`` to frames, then ``apply_spec(spec, valid_frames)``; rendering the same batch twice
+    gives the two SimCLR views. Empty lists mean no augmentation there.
     """
 
     def __init__(self, wave: Optional[list[View]] = None, spec: Optional[list[View]] = None):
@@ -661,6 +661,13 @@ class ViewPipeline(nn.Module):
         for view in self.spec:
             spec, valid_frames = view(spec, valid_frames)
         return spec, valid_frames
+
+    def render(self, wave: Tensor, valid: Tensor, frontend: nn.Module) -> Tensor:
+        """One augmented log-mel view ``(B, 1, n_mels, T)`` of float ``(B, L)`` audio with ``valid`` spans."""
+        wave, valid = self.apply_wave(wave, valid)
+        spec = frontend(wave, valid)
+        spec, _ = self.apply_spec(spec, frontend.valid_frames(valid, spec.shape[-1]))
+        return spec
 
     def forward(self, x: Tensor, valid: Optional[Tensor] = None, domain: str = "spec") -> tuple[Tensor, Optional[Tensor]]:
         """``apply_wave`` or ``apply_spec`` by ``domain``."""
