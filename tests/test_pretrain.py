@@ -7,7 +7,7 @@ import os
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lungheart_cl.callbacks import EncoderExport
 from lungheart_cl.checkpointing import AtomicCheckpointIO, load_pretrained
@@ -25,9 +25,10 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def _data(cache_dir) -> PretrainDataModule:
-    return PretrainDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24, batch_size=16,
-                              num_workers=0, batch_strata=["age_group", "sex"], monitor_bank_size=200)
+def _data(cache_dir, **kwargs) -> PretrainDataModule:
+    return PretrainDataModule(**{"dataset": "icbhi", "cache_dir": str(cache_dir), "synthetic_patients": 24,
+                                 "batch_size": 16, "num_workers": 0, "batch_strata": ["age_group", "sex"],
+                                 "monitor_bank_size": 200, **kwargs})
 
 
 def _model() -> ContrastivePretraining:
@@ -63,6 +64,34 @@ def test_fit_logs_the_monitor_checkpoints_and_exports_the_encoder(cache_dir, tmp
     torch.testing.assert_close(exported.frontend.mel_mean, model.frontend.mel_mean)
     from_checkpoint = load_pretrained(tmp_path / "last.ckpt")  # the Lightning checkpoint works too
     assert from_checkpoint.encoder.config == model.encoder.config
+
+
+class PairRecorder(Callback):
+    """The (anchor, partner) rows of every training batch, per epoch, as the model receives them."""
+
+    def __init__(self):
+        self.epochs: dict[int, list[tuple[int, int]]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        pairs = zip(batch["index"].tolist(), batch["partner_index"].tolist())
+        self.epochs.setdefault(trainer.current_epoch, []).extend(pairs)
+
+
+def test_every_epoch_draws_new_batches_and_partners_through_the_trainer(cache_dir, tmp_path):
+    L.seed_everything(0)
+    recorder = PairRecorder()
+    data = _data(cache_dir, pair_policy="same_patient", num_workers=2)
+    trainer = L.Trainer(max_epochs=3, limit_val_batches=0, default_root_dir=tmp_path, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        use_distributed_sampler=False, callbacks=[recorder])
+    trainer.fit(_model(), datamodule=data)
+    epochs = [recorder.epochs[e] for e in range(3)]
+    assert all(len(pairs) == len(epochs[0]) > 0 for pairs in epochs)
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert epochs[a] != epochs[b]  # batch order differs
+        assert sorted(epochs[a]) != sorted(epochs[b])  # and so do the partners drawn for the same anchors
+    anchors = [sorted(a for a, _ in pairs) for pairs in epochs]
+    assert len(set(anchors[0])) == len(anchors[0])  # each pool row once per epoch
 
 
 def _weights(model) -> torch.Tensor:

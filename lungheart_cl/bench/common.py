@@ -150,12 +150,12 @@ def timed(fn, *args, **kwargs):
 
 
 def endless(loader: DataLoader) -> Iterator:
-    """Batches of `loader` epoch after epoch (calling the batch sampler's set_epoch, as Lightning does)."""
+    """Batches of `loader` epoch after epoch, the epoch set where Lightning's fit loop sets it."""
     epoch = 0
     while True:
-        sampler = getattr(loader, "batch_sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        for holder in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):  # as Lightning's fit loop
+            if hasattr(holder, "set_epoch"):
+                holder.set_epoch(epoch)
         yield from loader
         epoch += 1
 

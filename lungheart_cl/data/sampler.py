@@ -17,6 +17,17 @@ from torch.utils.data import Sampler
 from lungheart_cl.data.pairs import PairPolicy
 
 
+class EpochCounter:
+    """Where Lightning delivers the epoch: it calls ``set_epoch`` on ``loader.sampler`` and on
+    ``loader.batch_sampler.sampler``, never on a batch sampler itself."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
 class StratifiedPairSampler(Sampler[list[tuple[int, int]]]):
     """Batches of (anchor, partner) cache rows.
 
@@ -24,7 +35,8 @@ class StratifiedPairSampler(Sampler[list[tuple[int, int]]]):
     built from chunks of ``batch_size // strata_per_batch`` rows of one stratum; leftovers of each
     stratum are pooled and chunked last, so every row is used once per epoch up to the drop of an
     incomplete final batch. All ranks draw the same permutation (seed, epoch) and take every
-    ``world_size``-th batch, truncated to the same count, so ranks stay in lockstep.
+    ``world_size``-th batch, truncated to the same count, so ranks stay in lockstep. The epoch
+    arrives through ``self.sampler`` (an `EpochCounter`), where Lightning's fit loop sets it.
     """
 
     def __init__(self, rows: np.ndarray, pair_policy: PairPolicy, batch_size: int, *,
@@ -40,14 +52,18 @@ class StratifiedPairSampler(Sampler[list[tuple[int, int]]]):
         self.strata = None if strata is None or strata_per_batch <= 0 else np.asarray(strata)
         self.strata_per_batch = max(strata_per_batch, 1)
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
+        self.sampler = EpochCounter()
         if len(self.rows) < batch_size * world_size:
             raise ValueError(f"the pretraining pool has {len(self.rows)} segments, fewer than one batch of "
                              f"{batch_size} per rank x {world_size} rank(s); lower the batch size")
 
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch so each epoch draws new batches and pairs."""
-        self.epoch = epoch
+        """For loops outside Lightning (the bench); Lightning sets ``self.sampler``'s epoch."""
+        self.sampler.set_epoch(epoch)
 
     def _batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         """Pool-local index batches for one epoch, before sharding."""
