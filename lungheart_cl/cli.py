@@ -40,7 +40,9 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     download = verbs.add_parser("download", help="fetch and verify an official archive (needs internet)")
     download.add_argument("--dataset", required=True, choices=DATASETS)
     download.add_argument("--root", required=True, type=Path)
-    download.add_argument("--force", action="store_true", help="download again even if verified files exist")
+    download.add_argument("--force", action="store_true", help="download again even if verified files exist, "
+                          "and accept a file without a published checksum that changed since it was recorded")
+    download.add_argument("--base-url", default=None, help="fetch from this mirror (the official paths under it)")
 
     cache = verbs.add_parser("cache", help="build (or find) the preprocessing cache of a dataset root")
     cache.add_argument("--dataset", required=True, choices=DATASETS)
@@ -68,7 +70,7 @@ def _run_data(args: argparse.Namespace) -> int:
         from lungheart_cl.data.download import DownloadError, download_dataset
 
         try:
-            print(download_dataset(args.dataset, args.root, force=args.force))
+            print(download_dataset(args.dataset, args.root, base_url=args.base_url, force=args.force))
         except DownloadError as error:
             print(error, file=sys.stderr)
             return 2

@@ -1,10 +1,13 @@
-"""The downloader against a real HTTP server on 127.0.0.1 (Range support, cut-offs, corruption)."""
+"""The downloader against a real HTTP server on 127.0.0.1 (Range support, cut-offs, corruption, hostile
+archives, checksum lists that do not match, files without a published checksum)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import shutil
 import socket
 import tarfile
 import threading
@@ -17,13 +20,18 @@ from pathlib import Path
 
 import pytest
 
+from lungheart_cl.cli import main as cli_main
 from lungheart_cl.data.download import (
     DOWNLOADS_DIR,
+    RECORD_NAME,
     SOURCES,
+    ArchiveListingError,
+    ChangedDownloadError,
     ChecksumError,
     DatasetSource,
     DownloadError,
     RemoteFile,
+    UnpackLimits,
     UnsafeArchiveError,
     download_dataset,
     find_dataset_root,
@@ -101,9 +109,9 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
+def zip_bytes(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as handle:
+    with zipfile.ZipFile(buffer, "w", compression) as handle:
         for name, data in entries.items():
             handle.writestr(name, data)
     return buffer.getvalue()
@@ -156,8 +164,12 @@ def fetch(source: DatasetSource, root: Path, server: FakeServer, **kwargs: objec
 
 
 def visible_entries(root: Path) -> list[str]:
-    """What is in root besides .downloads (staging folders would show up here)."""
-    return sorted(path.name for path in root.iterdir() if path.name != DOWNLOADS_DIR)
+    """What is in root besides .downloads and the download record (staging folders would show up here)."""
+    return sorted(path.name for path in root.iterdir() if path.name not in (DOWNLOADS_DIR, RECORD_NAME))
+
+
+def record(root: Path) -> dict[str, dict[str, object]]:
+    return json.loads((root / RECORD_NAME).read_text())
 
 
 def test_downloads_verifies_unpacks_and_then_skips(tmp_path: Path, server: FakeServer, tiny: DatasetSource):
@@ -357,7 +369,7 @@ def physionet_like(server: FakeServer, members: dict[str, bytes], sums: dict[str
 MEMBERS = {"training_data/1_AV.wav": RECORDING, "training_data.csv": b"Patient ID\n1\n"}
 
 
-def test_published_sums_verify_the_unpacked_files(tmp_path: Path, server: FakeServer):
+def test_published_sums_verify_the_files_in_the_archive(tmp_path: Path, server: FakeServer):
     source = physionet_like(server, MEMBERS, {path: sha256(data) for path, data in MEMBERS.items()})
     root = tmp_path / "root"
     assert fetch(source, root, server) == root / "proj-1.0"
@@ -427,3 +439,302 @@ def test_base_url_keeps_the_official_paths():
     assert mirrored.files[0].url == "http://mirror.example/pn/files/challenge-2016/1.0.0/training.zip"
     assert mirrored.sha256sums is not None
     assert mirrored.sha256sums.url == "http://mirror.example/pn/files/challenge-2016/1.0.0/SHA256SUMS.txt"
+
+
+# --- whole-project archives: the listing is checked against SHA256SUMS.txt before anything is written ---
+
+
+def serve_project(
+    server: FakeServer, files: dict[str, bytes], sums: dict[str, str], pinned_sums: str | None = None
+) -> DatasetSource:
+    """Like `physionet_like`, but the archive holds exactly ``files`` (paths inside the zip, as given)."""
+    source = physionet_like(server, {}, sums)
+    server.files["/static/proj-1.0.zip"] = zip_bytes(files)
+    return replace(source, sha256sums=replace(source.sha256sums, sha256=pinned_sums))
+
+
+LISTED = {path: sha256(data) for path, data in MEMBERS.items()}
+PROJECT = {f"proj-1.0/{path}": data for path, data in MEMBERS.items()}
+
+
+def sums_text(sums: dict[str, str]) -> bytes:
+    """PhysioNet's format: one space between digest and path."""
+    return "".join(f"{digest} {path}\n" for path, digest in sums.items()).encode()
+
+
+def test_member_mismatch_is_found_before_anything_is_extracted(
+    tmp_path: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+):
+    def no_extraction(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the archive was extracted before its members were verified")
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", no_extraction)
+    monkeypatch.setattr(zipfile.ZipFile, "extract", no_extraction)
+    source = serve_project(server, PROJECT, {**LISTED, "training_data.csv": sha256(b"other")})
+    with pytest.raises(ChecksumError, match="proj-1.0/training_data.csv"):
+        fetch(source, tmp_path / "root", server)
+
+
+@pytest.mark.parametrize("extra", ["proj-1.0/training_data/run_me.sh", "elsewhere/notes.txt"])
+def test_unlisted_archive_member_is_refused_not_installed(tmp_path: Path, server: FakeServer, extra: str):
+    source = serve_project(server, {**PROJECT, extra: b"not in the release"}, LISTED)
+    root = tmp_path / "root"
+    with pytest.raises(ArchiveListingError) as caught:
+        fetch(source, root, server)
+    assert "1 file(s) the list does not name" in str(caught.value) and extra in str(caught.value)
+    assert caught.value.unlisted == [extra] and caught.value.missing == []
+    assert visible_entries(root) == []
+    assert not (root / DOWNLOADS_DIR / "proj-1.0.zip").exists()
+
+
+def test_listed_file_missing_from_the_archive_is_refused(tmp_path: Path, server: FakeServer):
+    source = serve_project(server, PROJECT, {**LISTED, "training_data/2_MV.wav": sha256(b"gone")})
+    root = tmp_path / "root"
+    with pytest.raises(ArchiveListingError, match=r"1 listed file\(s\) missing \(training_data/2_MV.wav\)"):
+        fetch(source, root, server)
+    assert visible_entries(root) == []
+
+
+def test_archive_copy_of_the_checksum_list_must_equal_the_downloaded_one(
+    tmp_path: Path, server: FakeServer, capsys: pytest.CaptureFixture[str]
+):
+    matching = serve_project(server, {**PROJECT, "proj-1.0/SHA256SUMS.txt": sums_text(LISTED)}, LISTED)
+    server.files["/files/proj/1.0/SHA256SUMS.txt"] = sums_text(LISTED)
+    assert fetch(matching, tmp_path / "good", server) == tmp_path / "good" / "proj-1.0"
+    err = capsys.readouterr().err
+    assert "all 2 files listed in SHA256SUMS.txt are there with their listed SHA256, and nothing else" in err
+    assert "its own copy of SHA256SUMS.txt is identical" in err
+
+    tampered = sums_text({**LISTED, "training_data/1_AV.wav": sha256(b"x")})
+    serve_project(server, {**PROJECT, "proj-1.0/SHA256SUMS.txt": tampered}, LISTED)
+    server.files["/files/proj/1.0/SHA256SUMS.txt"] = sums_text(LISTED)
+    with pytest.raises(ChecksumError, match="proj-1.0/SHA256SUMS.txt") as caught:
+        fetch(matching, tmp_path / "bad", server)
+    assert caught.value.actual == sha256(tampered)
+    assert visible_entries(tmp_path / "bad") == []
+
+
+def test_a_pinned_checksum_list_is_verified(tmp_path: Path, server: FakeServer):
+    source = serve_project(server, PROJECT, LISTED, pinned_sums=sha256(b"the release's list"))
+    with pytest.raises(ChecksumError, match="SHA256SUMS.txt: SHA256 mismatch"):
+        fetch(source, tmp_path / "root", server)
+    assert not (tmp_path / "root" / DOWNLOADS_DIR / "SHA256SUMS.txt").exists()
+
+
+def test_an_unpinned_checksum_list_is_reported_recorded_and_a_changed_one_refused(
+    tmp_path: Path, server: FakeServer, capsys: pytest.CaptureFixture[str]
+):
+    source = serve_project(server, PROJECT, LISTED)
+    listing = server.files["/files/proj/1.0/SHA256SUMS.txt"]
+    root = tmp_path / "root"
+    fetch(source, root, server)
+    err = capsys.readouterr().err
+    assert f"SHA256SUMS.txt: SHA256 {sha256(listing)}, {len(listing)} bytes. No checksum is published" in err
+    assert "trusted as downloaded from 127.0.0.1" in err
+    assert record(root)["SHA256SUMS.txt"]["sha256"] == sha256(listing)
+    assert "proj-1.0.zip" not in record(root), "its files are checked instead, so a rebuilt zip is fine"
+
+    # Later the server sends other bytes (here the same digests, spaced differently): refused.
+    server.files["/files/proj/1.0/SHA256SUMS.txt"] = sums_text(LISTED)
+    shutil.rmtree(root / "proj-1.0")
+    shutil.rmtree(root / DOWNLOADS_DIR)
+    with pytest.raises(ChangedDownloadError, match="re-run with --force"):
+        fetch(source, root, server)
+    assert visible_entries(root) == []
+
+
+# --- names the downloader reserves in root -------------------------------------------------------------
+
+
+def hostile_source(server: FakeServer, name: str, data: bytes) -> DatasetSource:
+    server.files[f"/data/{name}"] = data
+    return DatasetSource(
+        name="bad",
+        title="Hostile archive",
+        homepage="https://example.org/bad",
+        files=(RemoteFile(name, f"https://example.org/data/{name}", sha256=sha256(data)),),
+        layout=("ok/a.txt",),
+        license="test",
+        citation="test",
+    )
+
+
+@pytest.mark.parametrize(
+    "entry", [".downloads/tiny.zip", "./.downloads/tiny.zip", ".DOWNLOADS/x", RECORD_NAME, ".unpack-x/a"]
+)
+def test_archive_entries_on_reserved_names_are_refused(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource, entry: str
+):
+    root = tmp_path / "root"
+    fetch(tiny, root, server)
+    kept = [root / DOWNLOADS_DIR / "tiny.zip", root / DOWNLOADS_DIR / "tiny_labels.txt", root / RECORD_NAME]
+    before = {path: path.read_bytes() for path in kept if path.exists()}
+    source = hostile_source(server, "bad.zip", zip_bytes({"ok/a.txt": b"a", entry: b"evil"}))
+    with pytest.raises(UnsafeArchiveError, match="which the downloader reserves for itself") as caught:
+        fetch(source, root, server)
+    assert caught.value.entry == entry
+    assert {path: path.read_bytes() for path in kept} == before, "verified downloads and the record stay"
+    assert visible_entries(root) == ["tiny_db", "tiny_labels.txt"]
+
+
+# --- declared unpacked size ----------------------------------------------------------------------------
+
+ZEROS = bytes(50 * 10**6)  # 50 MB of zeros compress to about 50 kB
+
+
+def tar_gz_of(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as handle:
+        for name, data in entries.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            handle.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("bomb.zip", zip_bytes({"ok/a.txt": b"a", "ok/zeros.bin": ZEROS}, zipfile.ZIP_DEFLATED)),
+        ("bomb.tar.gz", tar_gz_of({"ok/a.txt": b"a", "ok/zeros.bin": ZEROS})),
+    ],
+)
+def test_archive_declaring_far_more_than_its_size_is_refused_before_writing(
+    tmp_path: Path, server: FakeServer, name: str, data: bytes
+):
+    assert len(data) < 100_000
+    root = tmp_path / "root"
+    with pytest.raises(UnsafeArchiveError) as caught:
+        fetch(hostile_source(server, name, data), root, server)
+    message = str(caught.value)
+    assert "'ok/zeros.bin' brings the declared unpacked size to 50.0 MB" in message
+    assert "100 times the archive's own" in message
+    assert visible_entries(root) == []
+
+
+def test_archive_larger_than_the_limit_or_the_free_space_is_refused(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource, monkeypatch: pytest.MonkeyPatch
+):
+    with pytest.raises(UnsafeArchiveError, match="more than the limit of 100.0 kB"):
+        fetch(tiny, tmp_path / "a", server, limits=UnpackLimits(max_bytes=100_000))
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real_usage(path)._replace(free=150_000))
+    with pytest.raises(UnsafeArchiveError, match=f"the 150.0 kB free on the disk holding {tmp_path / 'b'}"):
+        fetch(tiny, tmp_path / "b", server)
+    assert visible_entries(tmp_path / "a") == visible_entries(tmp_path / "b") == []
+
+
+# --- files without a published checksum (ICBHI): printed, recorded, and a changed one refused ---------
+
+
+def test_unpublished_checksums_are_printed_and_recorded(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource, capsys: pytest.CaptureFixture[str]
+):
+    source = tiny_source(archive_sha256=None)
+    root = tmp_path / "root"
+    fetch(source, root, server)
+    err = capsys.readouterr().err
+    for name, data in (("tiny.zip", ARCHIVE), ("tiny_labels.txt", LABELS)):
+        assert f"{name}: SHA256 {sha256(data)}, {len(data)} bytes. No checksum is published or pinned" in err
+        entry = record(root)[name]
+        assert (entry["sha256"], entry["size"]) == (sha256(data), len(data))
+        assert entry["url"] == f"{server.url}/data/{name}"
+
+
+def test_changed_unpublished_download_is_refused_unless_forced(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource, capsys: pytest.CaptureFixture[str]
+):
+    source = tiny_source(archive_sha256=None)
+    root = tmp_path / "root"
+    fetch(source, root, server)
+    # The user frees space; meanwhile the server starts sending another archive.
+    shutil.rmtree(root / DOWNLOADS_DIR)
+    shutil.rmtree(root / "tiny_db")
+    changed = zip_bytes({"tiny_db/rec1.wav": b"another recording"})
+    server.files["/data/tiny.zip"] = changed
+    with pytest.raises(ChangedDownloadError) as caught:
+        fetch(source, root, server)
+    message = str(caught.value)
+    assert sha256(ARCHIVE) in message and sha256(changed) in message and "--force" in message
+    assert not (root / DOWNLOADS_DIR / "tiny.zip").exists()
+    assert visible_entries(root) == ["tiny_labels.txt"]
+    assert record(root)["tiny.zip"]["sha256"] == sha256(ARCHIVE)
+
+    capsys.readouterr()
+    fetch(source, root, server, force=True)
+    assert f"differs from SHA256 {sha256(ARCHIVE)}" in capsys.readouterr().err
+    assert (root / "tiny_db" / "rec1.wav").read_bytes() == b"another recording"
+    assert record(root)["tiny.zip"]["sha256"] == sha256(changed)
+
+
+def test_wrong_unpublished_file_placed_by_hand_is_detected(
+    tmp_path: Path, server: FakeServer, tiny: DatasetSource
+):
+    source = tiny_source(archive_sha256=None)
+    root = tmp_path / "root"
+    fetch(source, root, server)
+    shutil.rmtree(root / "tiny_db")
+    (root / DOWNLOADS_DIR / "tiny.zip").write_bytes(zip_bytes({"tiny_db/rec1.wav": b"hand-made"}))
+    with pytest.raises(ChangedDownloadError):
+        fetch(source, root, server)
+    assert server.ranges("/data/tiny.zip") == [None], "the file in .downloads is checked, not fetched"
+
+
+def test_cli_records_icbhi_and_refuses_a_changed_archive_until_forced(
+    tmp_path: Path, server: FakeServer, capsys: pytest.CaptureFixture[str]
+):
+    """The catalogue's ICBHI entry through `lungheart-cl data download`, served at the official paths
+    (in-process: the CLI's parser imports Lightning, which takes seconds per subprocess)."""
+    base = "/sites/default/files/ICBHI_final_database"
+    texts = ("ICBHI_Challenge_demographic_information.txt", "ICBHI_Challenge_diagnosis.txt",
+             "ICBHI_challenge_train_test.txt")
+    server.files.update({f"{base}/{name}": b"101 x\n" for name in texts})
+    first = zip_bytes({"ICBHI_final_database/101_1b1_Al_sc_Meditron.wav": RECORDING})
+    server.files[f"{base}/ICBHI_final_database.zip"] = first
+    root = tmp_path / "icbhi"
+    args = ["data", "download", "--dataset", "icbhi", "--root", str(root), "--base-url", server.url]
+
+    assert cli_main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(root)
+    assert f"ICBHI_final_database.zip: SHA256 {sha256(first)}, {len(first)} bytes." in err
+    assert record(root)["ICBHI_final_database.zip"]["size"] == len(first)
+
+    shutil.rmtree(root / DOWNLOADS_DIR)
+    shutil.rmtree(root / "ICBHI_final_database")
+    second = zip_bytes({"ICBHI_final_database/101_1b1_Al_sc_Meditron.wav": b"other"})
+    server.files[f"{base}/ICBHI_final_database.zip"] = second
+    assert cli_main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "differs from the one recorded" in err and "re-run with --force" in err
+    assert not (root / "ICBHI_final_database").exists()
+
+    assert cli_main([*args, "--force"]) == 0
+    assert "accepted because of --force" in capsys.readouterr().err
+    assert record(root)["ICBHI_final_database.zip"]["sha256"] == sha256(second)
+
+
+def test_both_physionet_datasets_share_one_root(tmp_path: Path, server: FakeServer):
+    """The catalogue's PhysioNet entries at the official paths; each keeps its own SHA256SUMS.txt."""
+    training = zip_bytes({f"training-{letter}/REFERENCE.csv": b"a0001,1\n" for letter in "abcdef"})
+    server.files["/files/challenge-2016/1.0.0/training.zip"] = training
+    server.files["/files/challenge-2016/1.0.0/SHA256SUMS.txt"] = sums_text({"training.zip": sha256(training)})
+    top = "the-circor-digiscope-phonocardiogram-dataset-1.0.3"
+    circor = {"training_data/13918_AV.wav": RECORDING, "training_data.csv": b"Patient ID\n13918\n"}
+    server.files[f"/static/published-projects/circor-heart-sound/{top}.zip"] = zip_bytes(
+        {f"{top}/{path}": data for path, data in circor.items()}
+    )
+    server.files["/files/circor-heart-sound/1.0.3/SHA256SUMS.txt"] = sums_text(
+        {path: sha256(data) for path, data in circor.items()}
+    )
+    root = tmp_path / "data"
+    assert download_dataset("physionet2016", root, base_url=server.url, timeout=TIMEOUT_S) == root
+    assert download_dataset("circor2022", root, base_url=server.url, timeout=TIMEOUT_S) == root / top
+
+
+def test_malformed_checksum_list_names_the_line(tmp_path: Path, server: FakeServer):
+    source = serve_project(server, PROJECT, LISTED)
+    server.files["/files/proj/1.0/SHA256SUMS.txt"] = sums_text(LISTED) + b"see the project page\n"
+    with pytest.raises(DownloadError, match=r"SHA256SUMS.txt, line 3: not a 'SHA256 path' line"):
+        fetch(source, tmp_path / "root", server)
+    assert not (tmp_path / "root" / DOWNLOADS_DIR / "SHA256SUMS.txt").exists()
