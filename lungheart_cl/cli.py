@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sweep":
         from lungheart_cl.sweep import run_sweep
 
-        run_sweep(args.spec, args.overrides)
-        return 0
+        return run_sweep(args.spec, args.overrides)
     if args.command == "report":
         return _run_report(args)
     if args.command == "predict":

@@ -28,6 +28,13 @@ class _FinetuneCLI(_CLI):
         parser.link_arguments("data.task_name", "model.task", apply_on="instantiate")
 
 
+class _ParseOnly:
+    """Mixin: a LightningCLI that stops after parsing (no model, data module or trainer is built)."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
 def _trainer_defaults(command: str) -> dict:
     """What every run of a command gets unless the YAML or command line says otherwise."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -49,12 +56,18 @@ def _trainer_defaults(command: str) -> dict:
             "plugins": [{"class_path": "lungheart_cl.checkpointing.AtomicCheckpointIO"}]}
 
 
-def make_cli(command: str, args: list[str]) -> LightningCLI:
-    """Parse and instantiate (model, data, trainer) without running anything."""
+def make_cli(command: str, args: list[str], instantiate: bool = True) -> LightningCLI:
+    """Parse and instantiate (model, data, trainer) without running anything.
+
+    With ``instantiate=False`` only parse: `cli.parser.parse_args(other_args)` then checks another
+    argument list as a real run would (config files read, types, class paths), raising
+    `argparse.ArgumentError` instead of exiting.
+    """
     os.environ.setdefault("WANDB_SILENT", "true")
     kwargs = dict(run=False, args=args, trainer_defaults=_trainer_defaults(command),
                   save_config_kwargs={"overwrite": True},
-                  parser_kwargs={"parser_mode": "omegaconf"}, auto_configure_optimizers=False)
+                  parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": instantiate},  # a check collects errors
+                  auto_configure_optimizers=False)
     if command == "pretrain":
         from lungheart_cl.data.datamodule import PretrainDataModule
         from lungheart_cl.pretrain import ContrastivePretraining
@@ -67,6 +80,8 @@ def make_cli(command: str, args: list[str]) -> LightningCLI:
         cli_class, model_class, data_class = _FinetuneCLI, Classifier, ClassificationDataModule
     else:
         raise ValueError(f"unknown command {command!r}")
+    if not instantiate:
+        cli_class = type(f"ParseOnly{cli_class.__name__}", (_ParseOnly, cli_class), {})
     # `args` already holds the whole command line; hiding sys.argv while parsing silences Lightning's
     # "args and command line" warning. It is restored before fit, which DDP's launcher re-executes.
     with mock.patch.object(sys, "argv", sys.argv[:1]):

@@ -5,7 +5,10 @@ Audio is prepared by the training code path itself (`load_audio`, per-recording 
 a recording is seen exactly as the training data was. A wav with a same-stem ICBHI-style ``.txt``
 beside it gives one segment per annotated cycle; any other wav gives fixed windows. Each file
 yields one row per segment plus a row ``segment = "all"`` averaging its segments (the way
-recording-level tasks are scored).
+recording-level tasks are scored). A file that cannot be read or holds nothing to score (shorter
+than one window, a too-short cycle, silence: `lungheart_cl.data.quality`) is refused: one row
+with status ``refused``, its reason and no probabilities. A clipped file is scored with status
+``flagged`` and the reason on every row.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ from torch import Tensor, nn
 
 from lungheart_cl.checkpointing import EXPORT_FORMAT, CheckpointError, read_checkpoint, substate
 from lungheart_cl.classify import Standardize
-from lungheart_cl.data.audio import probe_audio
+from lungheart_cl.data.audio import load_audio, probe_audio
 from lungheart_cl.data.cache import CacheConfig, SegmentSpec, decode_segments, plan_segments
+from lungheart_cl.data.quality import check_length, check_levels
 from lungheart_cl.data.records import UNKNOWN, DataError, Recording
 from lungheart_cl.data.sources.icbhi import read_cycles
 from lungheart_cl.encoders import Encoder, build_encoder
 from lungheart_cl.frontend import LogMelFrontend
 
 ALL_SEGMENTS = "all"
+OK, FLAGGED, REFUSED = "ok", "flagged", "refused"  # a row's status
 
 
 class ClassifierNet(nn.Module):
@@ -58,12 +63,23 @@ class LoadedClassifier:
 
 
 @dataclass
+class PreparedFile:
+    """One file's audio cut as the training cache cuts it, and the warnings it is scored with."""
+
+    segments: list[SegmentSpec]
+    audio: np.ndarray  # (segments, samples) float32
+    valid: np.ndarray  # (segments, 2): each segment's [start, end) of real (unpadded) audio
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
 class FilePrediction:
     """Probabilities of one file's segments (rows follow `segments`)."""
 
     path: Path
     segments: list[SegmentSpec]
     probs: np.ndarray  # (segments, classes)
+    warnings: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------ checkpoint
@@ -153,13 +169,14 @@ def recording_for(path: Path) -> Recording:
                      events=events)
 
 
-def prepare_segments(path: Path, config: CacheConfig) -> tuple[list[SegmentSpec], np.ndarray, np.ndarray]:
-    """The file's segment specs, (segments, samples) float32 audio cut exactly as the training cache
-    is, and each segment's [start, end) span of real (unpadded) audio."""
+def prepare_segments(path: Path, config: CacheConfig) -> PreparedFile:
+    """The file checked (`lungheart_cl.data.quality`: a DataError refuses it) and cut exactly as the training cache is."""
     recording = recording_for(path)
+    check_length(recording, config)
+    warnings = check_levels(recording, load_audio(path, recording.sample_rate))  # levels at the file's own rate
     specs = plan_segments(recording, config)
     segments, valid = decode_segments(recording, specs, config)  # exactly the training cache's preparation
-    return specs, segments.astype(np.float32), np.asarray(valid, dtype=np.int64).reshape(-1, 2)
+    return PreparedFile(specs, segments.astype(np.float32), np.asarray(valid, dtype=np.int64).reshape(-1, 2), warnings)
 
 
 # ------------------------------------------------------------------- inference
@@ -185,28 +202,39 @@ def predict_segments(net: ClassifierNet, segments: np.ndarray, valid: np.ndarray
 
 def predict_files(model: LoadedClassifier, paths: list[Path], batch_size: int = 64,
                   device: torch.device = torch.device("cpu"),
-                  on_error: Callable[[DataError], None] | None = None) -> tuple[list[FilePrediction], list[DataError]]:
-    """Predict every file; a bad one becomes a DataError (passed to `on_error` as it happens) and the rest go on."""
+                  on_error: Callable[[DataError], None] | None = None,
+                  on_warning: Callable[[Path, str], None] | None = None) -> tuple[list[FilePrediction], list[DataError]]:
+    """Predict every file; a refused one becomes a DataError (passed to `on_error` as it happens) and the
+    rest go on; a flagged one's warnings go to `on_warning` as they arise."""
     model.net.to(device)
     predictions, errors = [], []
-    for path in paths:
+    for path in map(Path, paths):
         try:
-            specs, segments, valid = prepare_segments(Path(path), model.cache_config)
+            prepared = prepare_segments(path, model.cache_config)
         except DataError as error:
+            if error.path != path:  # e.g. its annotation: the refused file is the one asked for
+                error = DataError(path, str(error))
             errors.append(error)
             if on_error is not None:
                 on_error(error)
             continue
-        predictions.append(FilePrediction(Path(path), specs, predict_segments(model.net, segments, valid, batch_size, device)))
+        for warning in prepared.warnings if on_warning is not None else ():
+            on_warning(path, warning)
+        probs = predict_segments(model.net, prepared.audio, prepared.valid, batch_size, device)
+        predictions.append(FilePrediction(path, prepared.segments, probs, prepared.warnings))
     return predictions, errors
 
 
 # ---------------------------------------------------------------------- output
 def prediction_rows(prediction: FilePrediction, classes: tuple[str, ...]) -> list[dict]:
-    """One row per segment, then the file's row: segment "all", probabilities averaged over its segments."""
+    """One row per segment, then the file's row: segment "all", probabilities averaged over its segments.
+    Every row of a flagged file carries status "flagged" and the warnings."""
+    status, reason = (FLAGGED, "; ".join(prediction.warnings)) if prediction.warnings else (OK, "")
+
     def row(segment, start_s: float, end_s: float, probs: np.ndarray) -> dict:
         return {"file": str(prediction.path), "segment": segment, "start_s": round(start_s, 6),
-                "end_s": round(end_s, 6), **{f"p_{name}": float(p) for name, p in zip(classes, probs)}}
+                "end_s": round(end_s, 6), **{f"p_{name}": float(p) for name, p in zip(classes, probs)},
+                "status": status, "reason": reason}
 
     rows = [row(i, spec.start_s, spec.end_s, probs)
             for i, (spec, probs) in enumerate(zip(prediction.segments, prediction.probs))]
@@ -215,9 +243,15 @@ def prediction_rows(prediction: FilePrediction, classes: tuple[str, ...]) -> lis
     return rows
 
 
+def refused_row(error: DataError, classes: tuple[str, ...]) -> dict:
+    """A refused file's one row: the reason, no probabilities (None: empty in CSV, null in JSON)."""
+    return {"file": str(error.path), "segment": ALL_SEGMENTS, "start_s": None, "end_s": None,
+            **{f"p_{name}": None for name in classes}, "status": REFUSED, "reason": error.message}
+
+
 def write_csv(rows: list[dict], classes: tuple[str, ...], stream: TextIO) -> None:
-    writer = csv.DictWriter(stream, ["file", "segment", "start_s", "end_s", *(f"p_{c}" for c in classes)],
-                            lineterminator="\n")
+    writer = csv.DictWriter(stream, ["file", "segment", "start_s", "end_s", *(f"p_{c}" for c in classes),
+                                     "status", "reason"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
 
@@ -245,7 +279,8 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """0: every file predicted; 1: some files could not be read (named on stderr); 2: unusable checkpoint/device."""
+    """0: every file predicted (flagged ones included); 1: some files refused (each named with its reason on
+    stderr and in the output); 2: unusable checkpoint/device."""
     if args.batch_size < 1:
         print(f"predict: --batch-size must be positive, not {args.batch_size}", file=sys.stderr)
         return 2
@@ -256,8 +291,12 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"predict: {error}", file=sys.stderr)
         return 2
     predictions, errors = predict_files(model, args.files, args.batch_size, device,
-                                        on_error=lambda e: print(f"predict: skipped {e}", file=sys.stderr))
+                                        on_error=lambda e: print(f"predict: refused {e}", file=sys.stderr),
+                                        on_warning=lambda path, w: print(f"predict: flagged {path}: {w}", file=sys.stderr))
     rows = [row for prediction in predictions for row in prediction_rows(prediction, model.classes)]
+    rows += [refused_row(error, model.classes) for error in errors]
+    order = {str(path): i for i, path in reversed(list(enumerate(args.files)))}
+    rows.sort(key=lambda row: order[row["file"]])  # the files' order as given (stable: segments stay in order)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", newline="") if args.output is not None else nullcontext(sys.stdout) as stream:
@@ -266,6 +305,6 @@ def run_predict(args: argparse.Namespace) -> int:
         else:
             write_csv(rows, model.classes, stream)
     if errors:
-        print(f"predict: {len(errors)} of {len(args.files)} file(s) could not be predicted", file=sys.stderr)
+        print(f"predict: {len(errors)} of {len(args.files)} file(s) refused", file=sys.stderr)
         return 1
     return 0

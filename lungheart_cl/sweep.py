@@ -2,9 +2,11 @@
 
 A spec (see experiments/finetune_grid_default.yaml and experiments/paper_*.yaml) names the
 pretraining runs (optional), the evaluations to run for each pretrained encoder, scheme-independent
-baselines, label fractions and seeds. Every finished run leaves a marker in ``RUNS_DIR/done``, so an
-interrupted sweep resumes where it stopped. At the end the report (tables + plots) is written and
-the comparison table printed.
+baselines, label fractions and seeds. Before the first run starts, every run's arguments are parsed
+as its run will parse them, so a misspelled path or flag anywhere in the spec stops the sweep at
+once. Every finished run leaves a marker in ``RUNS_DIR/done``; SIGTERM (or Ctrl-C) stops the sweep
+with a non-zero status and leaves the run it interrupted unmarked, so the same command resumes with
+that run. At the end the report (tables + plots) is written and the comparison table printed.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import signal
+import sys
 import time
+from argparse import ArgumentError
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -57,9 +65,12 @@ class SweepSpec:
         data = OmegaConf.to_container(raw, resolve=True)
         for key in ("pretrain_args", "common_args"):
             data[key] = _flatten(data.get(key) or {})
-        for key, entry in (("evaluations", Evaluation), ("baselines", Evaluation), ("pretrain", PretrainRun)):
-            data[key] = [entry(**{**item, "args": _flatten(item.get("args") or {})}) for item in data.get(key, [])]
-        return cls(**data)
+        try:
+            for key, entry in (("evaluations", Evaluation), ("baselines", Evaluation), ("pretrain", PretrainRun)):
+                data[key] = [entry(**{**item, "args": _flatten(item.get("args") or {})}) for item in data.get(key, [])]
+            return cls(**data)
+        except TypeError as error:  # a misspelled or missing key, in the file or an override
+            raise ValueError(f"{path}: {error}") from error
 
 
 def _config_flags(config: str | list[str]) -> list[str]:
@@ -98,6 +109,21 @@ def _loggers(save_dir: Path, name: str, group: str, job_type: str, project: str)
     return ["--trainer.logger", json.dumps(loggers)]
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep: its Lightning CLI command, the key of its done marker and its whole argument list."""
+
+    command: str  # pretrain | finetune
+    key: str
+    args: list[str]
+    encoder_of: tuple[str, int] | None = None  # a pretraining: the (scheme, seed) whose encoder it exports
+
+
+class SweepInterrupted(BaseException):
+    """SIGTERM stopped the sweep. A BaseException, like KeyboardInterrupt, so that no `except Exception`
+    between the signal and `run_sweep` (Lightning's hooks, ours) can swallow it."""
+
+
 class Sweep:
     def __init__(self, spec: SweepSpec):
         self.spec = spec
@@ -118,34 +144,20 @@ class Sweep:
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(self._marker(key))
 
-    def pretrain(self, run: PretrainRun, seed: int) -> str:
-        """Pretrain one scheme with one seed (or reuse a finished run); returns its exported encoder."""
+    def pretrain_run(self, run: PretrainRun, seed: int) -> Run:
+        """One scheme pretrained with one seed."""
         key = f"pretrain-{run.name}-seed{seed}"
-        if (done := self._finished(key)) is not None:
-            log.info("skipping %s (done)", key)
-            return done["encoder"]
-        from lungheart_cl.lightning_cli import run_lightning_cli
-
         args = [*_config_flags(run.config), *_flag_args(self.spec.pretrain_args), *_flag_args(run.args),
                 "--seed_everything", str(seed), "--data.seed", str(seed), "--model.scheme", run.name,
                 "--trainer.default_root_dir", str(self.runs_dir / "pretrain"),
                 *_loggers(self.runs_dir / "pretrain", key, run.name, "pretrain", self.spec.wandb_project)]
-        started = time.time()
-        cli = run_lightning_cli("pretrain", args)
-        encoder = str(Path(cli.trainer.checkpoint_callback.dirpath) / "encoder-best.pt")
-        self._mark(key, {"encoder": encoder, "seconds": round(time.time() - started, 1)})
-        _release(cli)
-        return encoder
+        return Run("pretrain", key, args, encoder_of=(run.name, seed))
 
-    def evaluate(self, evaluation: Evaluation, fraction: float, seed: int, checkpoint: str | None,
-                 scheme: str | None) -> None:
+    def finetune_run(self, evaluation: Evaluation, fraction: float, seed: int, checkpoint: str | None,
+                     scheme: str | None) -> Run:
+        """One evaluation of one encoder (or a baseline: `checkpoint` None) at one label fraction and seed."""
         name = scheme or evaluation.scheme or "pretrained"
         key = f"{name}-{evaluation.mode}-lf{fraction:g}-seed{seed}"
-        if self._finished(key) is not None:
-            log.info("skipping %s (done)", key)
-            return
-        from lungheart_cl.lightning_cli import run_lightning_cli
-
         args = [*_config_flags(self.spec.finetune_config), *_flag_args(self.spec.common_args),
                 "--model.mode", evaluation.mode, "--model.results_dir", str(self.results_dir),
                 "--data.label_fraction", str(fraction), "--data.label_seed", str(seed), "--data.seed", str(seed),
@@ -156,26 +168,79 @@ class Sweep:
             args += ["--model.scheme", name]
         args += _flag_args(evaluation.args)
         args += _loggers(self.runs_dir / "finetune", key, name, evaluation.mode, self.spec.wandb_project)
-        started = time.time()
-        cli = run_lightning_cli("finetune", args)
-        results = Path(self.results_dir) / f"{cli.model.run_name()}.json"
-        self._mark(key, {"results": str(results), "seconds": round(time.time() - started, 1)})
-        _release(cli)
+        return Run("finetune", key, args)
 
-    def run(self) -> Path:
+    def plan(self, encoder: Callable[[str, int], str]) -> Iterator[Run]:
+        """Every run in order: each scheme once per pretrain seed, then the evaluations and baselines.
+
+        `encoder(scheme, seed)` names a pretraining's exported encoder; it is called only after that
+        pretraining was yielded, so `run` can execute each pretraining before its evaluations are planned.
+        """
         spec = self.spec
-        # each scheme pretrained once per pretrain seed; evaluation seed s uses pretrain seed s when
-        # there is one, else the first (so one pretraining can serve several evaluation seeds)
-        encoders = {(run.name, seed): self.pretrain(run, seed) for run in spec.pretrain for seed in spec.pretrain_seeds}
+        for run in spec.pretrain:
+            for seed in spec.pretrain_seeds:
+                yield self.pretrain_run(run, seed)
         for seed in spec.seeds:
+            # evaluation seed s uses pretrain seed s when there is one, else the first (so one pretraining can
+            # serve several evaluation seeds)
             pretrain_seed = seed if seed in spec.pretrain_seeds else spec.pretrain_seeds[0]
-            targets = [(run.name, encoders[run.name, pretrain_seed]) for run in spec.pretrain] or [(None, "latest")]
+            targets = [(run.name, encoder(run.name, pretrain_seed)) for run in spec.pretrain] or [(None, "latest")]
             for fraction in spec.label_fractions:
                 for scheme, checkpoint in targets:
                     for evaluation in spec.evaluations:
-                        self.evaluate(evaluation, fraction, seed, checkpoint, scheme)
+                        yield self.finetune_run(evaluation, fraction, seed, checkpoint, scheme)
                 for baseline in spec.baselines:
-                    self.evaluate(baseline, fraction, seed, None, None)
+                    yield self.finetune_run(baseline, fraction, seed, None, None)
+
+    def check(self) -> list[str]:
+        """Parse every unfinished run's arguments as its run will (config files read, flags, types and class
+        paths checked), building nothing; one line per bad run. Run before the first run starts."""
+        from lungheart_cl.lightning_cli import make_cli
+
+        parsers: dict[str, Any] = {}
+        problems = []
+        for run in self.plan(lambda scheme, seed: f"encoder-of-pretrain-{scheme}-seed{seed}.pt"):
+            if self._finished(run.key) is not None:
+                continue
+            if run.command not in parsers:  # building a parser takes seconds, parsing with it a fraction of one
+                parsers[run.command] = make_cli(run.command, ["--seed_everything", "false"],  # seeds nothing now
+                                                instantiate=False).parser
+            try:
+                parsers[run.command].parse_args(run.args)
+            except ArgumentError as error:
+                problems.append(f"{run.key}: {' '.join(str(error).split())}")
+        return problems
+
+    def execute(self, run: Run) -> dict:
+        """Run one Lightning CLI command and mark it done (an interrupted or failed run raises, unmarked)."""
+        from lungheart_cl.lightning_cli import run_lightning_cli
+
+        started = time.time()
+        cli = run_lightning_cli(run.command, run.args)
+        try:
+            if run.encoder_of is not None:
+                payload = {"encoder": str(Path(cli.trainer.checkpoint_callback.dirpath) / "encoder-best.pt")}
+            else:
+                payload = {"results": str(self.results_dir / f"{cli.model.run_name()}.json")}
+            payload["seconds"] = round(time.time() - started, 1)
+            self._mark(run.key, payload)
+            return payload
+        finally:
+            _finish_wandb()
+            del cli  # the last reference; trainer, model and data module hold cycles that only gc frees
+            gc.collect()
+
+    def run(self) -> Path:
+        """Execute every run not done yet, in order, then write the report."""
+        encoders: dict[tuple[str, int], str] = {}
+        for run in self.plan(lambda scheme, seed: encoders[scheme, seed]):
+            done = self._finished(run.key)
+            if done is not None:
+                log.info("skipping %s (done)", run.key)
+            else:
+                done = self.execute(run)
+            if run.encoder_of is not None:
+                encoders[run.encoder_of] = done["encoder"]
         return self.report()
 
     def report(self) -> Path:
@@ -186,8 +251,8 @@ class Sweep:
         return markdown
 
 
-def _release(cli) -> None:
-    """Close the W&B run and free the model before the next in-process run."""
+def _finish_wandb() -> None:
+    """Close the W&B run, so that the next in-process run starts its own."""
     try:
         import wandb
 
@@ -195,9 +260,40 @@ def _release(cli) -> None:
             wandb.finish()
     except ImportError:
         pass
-    del cli
-    gc.collect()
 
 
-def run_sweep(spec_path: Path, overrides: list[str] | None = None) -> Path:
-    return Sweep(SweepSpec.load(spec_path, overrides)).run()
+@contextmanager
+def _sigterm_stops_the_sweep() -> Iterator[None]:
+    """SIGTERM raises SweepInterrupted at once, wherever the sweep is. Lightning keeps this handler and calls
+    it after its own during fit/test, so the exception also ends a run inside the trainer (which tears the
+    run down); without it Lightning ends a fit with SIGTERMException, a SystemExit with status 0."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SweepInterrupted(f"received {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_sweep(spec_path: Path, overrides: list[str] | None = None) -> int:
+    """0: every run done, report written; 2: bad spec or run arguments (each bad run named on stderr, nothing
+    run); 128 + SIGTERM: interrupted (finished runs kept; the same command resumes with the interrupted run)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    sweep = Sweep(SweepSpec.load(spec_path, overrides))
+    problems = sweep.check()
+    for problem in problems:
+        print(f"sweep: {problem}", file=sys.stderr)
+    if problems:
+        print(f"sweep: {spec_path}: {len(problems)} run(s) have bad arguments; nothing was run", file=sys.stderr)
+        return 2
+    try:
+        with _sigterm_stops_the_sweep():
+            sweep.run()
+    except (SweepInterrupted, SIGTERMException) as stop:  # SIGTERMException: a DDP rank told by rank 0
+        print(f"sweep: interrupted ({stop or 'SIGTERM'}); finished runs are kept and the same command resumes",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
+    return 0

@@ -7,6 +7,9 @@ import contextlib
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +22,7 @@ from lungheart_cl.checkpointing import CheckpointError, export_encoder
 from lungheart_cl.classify import Classifier
 from lungheart_cl.data.cache import CacheConfig, build_cache
 from lungheart_cl.data.datasets import SegmentStore
+from lungheart_cl.data.quality import MIN_CYCLE_SECONDS, SILENCE_DBFS
 from lungheart_cl.data.records import Event, Patient, Recording, SourceDataset
 from lungheart_cl.encoders import SmallCNN
 from lungheart_cl.predict import (add_predict_parser, build_head_from_state, load_classifier, predict_files,
@@ -27,7 +31,8 @@ from lungheart_cl.predict import (add_predict_parser, build_head_from_state, loa
 RATE = 4000
 CONFIG = CacheConfig(RATE, 2.0)
 CLASSES = ("healthy", "disease")
-COLUMNS = ["file", "segment", "start_s", "end_s", "p_healthy", "p_disease"]
+COLUMNS = ["file", "segment", "start_s", "end_s", "p_healthy", "p_disease", "status", "reason"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _classifier(mode: str = "scratch", head_hidden_dim: int = 0, seed: int = 0) -> Classifier:
@@ -246,19 +251,22 @@ def test_bad_files_are_reported_and_the_others_predicted(trained, tmp_path, caps
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, np.float32), RATE)
     nan = tmp_path / "nan.wav"
-    sf.write(nan, np.full(RATE, np.nan, np.float32), RATE, subtype="FLOAT")
+    sf.write(nan, np.full(5 * RATE, np.nan, np.float32), RATE, subtype="FLOAT")
     missing = tmp_path / "missing.wav"
     late = _wav(tmp_path / "late.wav", seconds=2.0)
     late.with_suffix(".txt").write_text("0.5 3.0 0 0\n")  # cycle past the audio's end
     second = _wav(tmp_path / "second.wav", seed=2)
     code, text = _predict(trained[1], *map(str, [good, corrupt, empty, nan, missing, late, second]))
     assert code == 1
-    assert {r["file"] for r in _rows(text)} == {str(good), str(second)}
+    rows = _rows(text)
+    assert {r["file"] for r in rows if r["status"] == "ok"} == {str(good), str(second)}
     err = capsys.readouterr().err
     for path, problem in [(corrupt, "not a readable audio file"), (empty, "audio file has no samples"),
-                          (nan, "4000 samples are NaN"), (missing, "audio file is missing"),
-                          (late.with_suffix(".txt"), "line 1")]:
-        assert f"{path}: {problem}" in err
+                          (nan, "20000 samples are NaN"), (missing, "audio file is missing"),
+                          (late, f"{late.with_suffix('.txt')}: line 1")]:
+        assert f"refused {path}: {problem}" in err
+        (row,) = [r for r in rows if r["file"] == str(path)]  # the file asked for, even when its annotation is bad
+        assert row["status"] == "refused" and row["reason"].startswith(problem) and row["p_healthy"] == ""
     assert "5 of 7 file(s)" in err
 
 
@@ -270,8 +278,11 @@ def test_json_output_parses_and_lists_errors(trained, tmp_path):
     assert code == 1
     payload = json.loads(text)
     assert payload["classes"] == list(CLASSES) and payload["task"] == "healthy_vs_disease"
-    assert [r["segment"] for r in payload["rows"]] == [0, 1, 2, "all"]
+    assert [r["segment"] for r in payload["rows"]] == [0, 1, 2, "all", "all"]
     assert all(list(r) == COLUMNS for r in payload["rows"])
+    assert payload["rows"][-1] == {"file": str(tmp_path / "missing.wav"), "segment": "all", "start_s": None,
+                                   "end_s": None, "p_healthy": None, "p_disease": None, "status": "refused",
+                                   "reason": "audio file is missing"}
     assert payload["errors"] == [{"file": str(tmp_path / "missing.wav"), "error": "audio file is missing"}]
 
 
@@ -284,3 +295,53 @@ def test_csv_output_file_matches_the_prediction_rows(trained, tmp_path):
     expected = prediction_rows(prediction, CLASSES)
     assert len(_rows(text)) == len(expected)
     np.testing.assert_allclose(_probs(_rows(text)), [[r["p_healthy"], r["p_disease"]] for r in expected])
+
+
+def _cli_predict(checkpoint: Path, *files: Path) -> subprocess.CompletedProcess:
+    """`python -m lungheart_cl predict` as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, "-m", "lungheart_cl", "predict", "--checkpoint", str(checkpoint),
+                           "--device", "cpu", *map(str, files)], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_recordings_without_scoreable_sound_are_refused_and_clipped_ones_flagged(trained, tmp_path):
+    """Through the CLI: too short, silent (digital zero, a constant, a noise floor) and too-short cycles are
+    refused with the reason; a clipped recording is scored and flagged; the good file is scored as before."""
+    good = _wav(tmp_path / "good.wav")
+    one_sample = tmp_path / "one_sample.wav"
+    sf.write(one_sample, np.array([0.3], np.float32), RATE)
+    short = _wav(tmp_path / "short.wav", seconds=0.9 * CONFIG.segment_seconds)
+    zeros = tmp_path / "zeros.wav"
+    sf.write(zeros, np.zeros(5 * RATE, np.float32), RATE)  # PCM_16 digital silence
+    constant = tmp_path / "constant.wav"
+    sf.write(constant, np.full(5 * RATE, 0.25, np.float32), RATE, subtype="FLOAT")  # a DC offset, no sound
+    hiss = tmp_path / "hiss.wav"  # a noise floor 10 dB under the silence threshold
+    floor = 10 ** ((SILENCE_DBFS - 10) / 20)
+    sf.write(hiss, (floor * np.random.default_rng(0).standard_normal(5 * RATE)).astype(np.float32), RATE,
+             subtype="FLOAT")
+    clipped = tmp_path / "clipped.wav"
+    sf.write(clipped, np.clip(20 * sf.read(good, dtype="float32")[0], -1, 1), RATE)  # mostly at the rails
+    short_cycles = _wav(tmp_path / "101_1b1_Al_sc_Meditron.wav", seconds=1.5, rate=44100)
+    short_cycles.with_suffix(".txt").write_text(f"0.1 1.0 0 0\n1.0 {1.0 + MIN_CYCLE_SECONDS / 2} 0 0\n")
+    one_cycle = _wav(tmp_path / "102_1b1_Al_sc_Meditron.wav", seconds=1.5)  # shorter than a window: cycles padded
+    one_cycle.with_suffix(".txt").write_text("0.1 1.4 0 0\n")
+    files = [good, one_sample, short, zeros, constant, hiss, clipped, short_cycles, one_cycle]
+    done = _cli_predict(trained[1], *files)
+
+    assert done.returncode == 1, done.stderr
+    rows = _rows(done.stdout)
+    assert list(rows[0]) == COLUMNS
+    by_file = {path: [r for r in rows if r["file"] == str(path)] for path in files}
+    refused = {one_sample: "shorter than one", short: "shorter than one", zeros: "silent", constant: "silent",
+               hiss: "silent", short_cycles: "cycle 2"}
+    for path, reason in refused.items():
+        (row,) = by_file[path]  # one row, no probabilities
+        assert row["status"] == "refused" and reason in row["reason"] and row["p_healthy"] == row["p_disease"] == ""
+        assert f"{path}: {row['reason']}" in done.stderr
+    for path, status in ((good, "ok"), (clipped, "flagged"), (one_cycle, "ok")):
+        assert {r["status"] for r in by_file[path]} == {status}
+        np.testing.assert_allclose(_probs(by_file[path]).sum(1), 1.0, atol=1e-6)
+    assert [r["segment"] for r in by_file[one_cycle]] == ["0", "all"]
+    (clip_reason,) = {r["reason"] for r in by_file[clipped]}
+    assert "full scale" in clip_reason and f"{clipped}: {clip_reason}" in done.stderr
+    assert f"{len(refused)} of {len(files)} file(s) refused" in done.stderr

@@ -3,15 +3,79 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lungheart_cl.sweep import Sweep, SweepSpec, _flag_args, _flatten
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
+
+# Written into the test's folder (on the subprocess's PYTHONPATH) and added to every run's callbacks.
+HOLD_TRAINING = """
+import os, time
+from lightning.pytorch.callbacks import Callback
+
+class HoldTraining(Callback):
+    \"\"\"With $HOLD_FILE set and absent: at the first training batch, create it and hold that batch until a
+    SIGTERM reaches the trainer, so the test's signal lands inside a run (not between runs).\"\"\"
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        hold = os.environ.get("HOLD_FILE")
+        if not hold or os.path.exists(hold):
+            return
+        open(hold, "w").close()
+        deadline = time.monotonic() + 300  # a bound, should the signal never come
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+class FailValidation(Callback):
+    \"\"\"Stops a run with an error in the middle of its first validation (training loader workers alive).\"\"\"
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        raise RuntimeError("validation failed on purpose")
+"""
+
+TINY = {"trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False,
+                    "enable_model_summary": False},
+        "data": {"synthetic_patients": 24, "batch_size": 8, "num_workers": 2}}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """One synthetic dataset and cache for this module's sweeps."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def _tiny_spec(folder: Path, cache: Path, pretrain: list[dict] | None = None, callback: str | None = None,
+               **entries) -> Path:
+    """A sweep spec in `folder` over the embedded data with tiny runs (1 epoch, batch 8, 2 workers)."""
+    args = json.loads(json.dumps(TINY))
+    args["data"]["cache_dir"] = str(cache)
+    if callback is not None:
+        args["trainer"]["callbacks+"] = {"class_path": f"probes.{callback}"}
+    spec = {"runs_dir": str(folder / "runs"), "finetune_config": "experiments/finetune_lung_default.yaml",
+            "label_fractions": [1.0], "seeds": [0], "evaluations": [{"mode": "linear"}],
+            "pretrain": pretrain or [], "pretrain_args": args, "common_args": args, **entries}
+    (folder / "probes.py").write_text(HOLD_TRAINING)
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _sweep_cli(folder: Path, *args: str, **env: str) -> subprocess.Popen:
+    """`python -m lungheart_cl sweep ...` as a user runs it, from the repository root (spec paths are relative)."""
+    environment = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=os.pathsep.join([str(REPO), str(folder)]), **env)
+    return subprocess.Popen([sys.executable, "-m", "lungheart_cl", "sweep", *args], cwd=REPO, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_nested_and_dotted_arguments_become_flags():
@@ -26,6 +90,12 @@ def test_overrides_reach_every_run(tmp_path):
                           ["pretrain_args.trainer.max_epochs=1", f"runs_dir={tmp_path}", "seeds=[3]"])
     assert spec.pretrain_args["trainer.max_epochs"] == 1 and spec.pretrain_args["data.task"] == "healthy_vs_disease"
     assert spec.seeds == [3] and spec.runs_dir == str(tmp_path)
+
+
+def test_a_misspelled_spec_key_names_the_spec(tmp_path):
+    spec = REPO / "experiments/finetune_grid_default.yaml"
+    with pytest.raises(ValueError, match=f"{spec}: .*unexpected keyword argument 'seed'"):
+        SweepSpec.load(spec, ["seed=[0]"])
 
 
 def test_finished_runs_are_skipped(tmp_path, monkeypatch):
@@ -48,13 +118,68 @@ def test_reduced_paper_grid_on_the_embedded_data(tmp_path, monkeypatch):
 
     monkeypatch.chdir(REPO)  # spec paths are relative to the repository root, as `make paper` runs them
     cache = tmp_path / "cache"
-    report = run_sweep(REPO / "experiments/paper_embedded.yaml", [
+    code = run_sweep(REPO / "experiments/paper_embedded.yaml", [
         f"runs_dir={tmp_path / 'paper'}", "pretrain_args.trainer.max_epochs=1", "pretrain_args.data.synthetic_patients=40",
         "common_args.data.synthetic_patients=40", "common_args.trainer.max_epochs=3",
         f"pretrain_args.data.cache_dir={cache}", f"common_args.data.cache_dir={cache}"])
+    assert code == 0
+    report = tmp_path / "paper" / "report" / "report.md"
     results = list((tmp_path / "paper" / "results").glob("*.json"))
     assert len(results) == (4 * 2 + 2) * 2  # (schemes x modes + baselines) x fractions
     text = report.read_text()
     assert "published" in text and "meta_neg_same_age_group_and_sex" in text
     assert list(report.parent.glob("*.png"))
     assert all(json.loads(r.read_text())["task"] == "healthy_vs_disease" for r in results)
+
+
+BASELINES = [{"scheme": "random_init", "mode": "linear", "args": {"model.checkpoint": None}},
+             {"scheme": "supervised_scratch", "mode": "scratch", "args": {"model.checkpoint": None}}]
+
+
+def test_bad_paths_and_overrides_anywhere_in_the_spec_stop_the_sweep_before_the_first_run(tmp_path, cache_dir):
+    schemes = [{"name": name, "config": ["experiments/pretrain_lung_default.yaml", f"experiments/schemes/{name}.yaml"]}
+               for name in ("time_mask", "tme_mask")]  # the second scheme misspelled
+    spec = _tiny_spec(tmp_path, cache_dir, pretrain=schemes)
+    done = _sweep_cli(tmp_path, str(spec), "common_args.data.batch_sise=8")  # a misspelled finetune override
+    out, err = done.communicate(timeout=600)
+    assert done.returncode == 2, err
+    assert "pretrain-tme_mask-seed0:" in err and "experiments/schemes/tme_mask.yaml" in err
+    assert "time_mask-linear-lf1-seed0:" in err and "batch_sise" in err
+    assert "pretrain-time_mask-seed0:" not in err  # the good pretraining parses
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_a_runs_workers_end_with_it_even_when_it_fails(tmp_path, cache_dir, monkeypatch):
+    """In-process runs (the sweep's) must not inherit worker processes: a run stopped by an error in the
+    middle of validation leaves its training loader's persistent workers behind unless the data module ends them."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sweep = Sweep(SweepSpec.load(_tiny_spec(tmp_path, cache_dir, callback="FailValidation", baselines=BASELINES[:1],
+                                            evaluations=[])))
+    (run,) = sweep.plan(lambda scheme, seed: "unused")
+    before = set(multiprocessing.active_children())  # other tests' loaders may still await garbage collection
+    with pytest.raises(RuntimeError, match="validation failed on purpose"):
+        sweep.execute(run)
+    assert set(multiprocessing.active_children()) <= before
+    assert not (tmp_path / "runs" / "done").exists()
+
+
+def test_sigterm_stops_the_sweep_unmarked_and_the_next_call_resumes_it(tmp_path, cache_dir):
+    spec = _tiny_spec(tmp_path, cache_dir, callback="HoldTraining", baselines=BASELINES[1:], evaluations=[])
+    hold = tmp_path / "holding"
+    sweep = _sweep_cli(tmp_path, str(spec), HOLD_FILE=str(hold))
+    while not hold.exists() and sweep.poll() is None:  # until the first run is inside its first training batch
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted" in err
+    assert not list((tmp_path / "runs").glob("done/*.json"))  # the interrupted run is not marked done
+    assert not list((tmp_path / "runs").glob("results/*.json"))
+
+    again = _sweep_cli(tmp_path, str(spec))  # HOLD_FILE unset: the runs go through
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    done = sorted(path.stem for path in (tmp_path / "runs" / "done").glob("*.json"))
+    assert done == ["supervised_scratch-scratch-lf1-seed0"]
+    assert len(list((tmp_path / "runs" / "results").glob("*.json"))) == 1

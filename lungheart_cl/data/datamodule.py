@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.combined_loader import _shutdown_workers_and_reset_iterator
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
 from lungheart_cl.data.cache import CacheConfig, SegmentCache, build_cache
@@ -182,6 +183,20 @@ class SoundDataModule(L.LightningDataModule):
     def _loader(self, dataset, **kwargs) -> DataLoader:
         return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_batch,
                           persistent_workers=self.num_workers > 0, pin_memory=False, **kwargs)
+
+    def teardown(self, stage: str) -> None:
+        """End the persistent workers of every loader of the run, so that none outlives it."""
+        trainer = self.trainer
+        if trainer is None:
+            return
+        for loaders in (trainer.train_dataloader, trainer.val_dataloaders, trainer.test_dataloaders):
+            for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+                _shutdown_workers_and_reset_iterator(loader)  # how Lightning resets the loaders of a loop it ends
+
+    def on_exception(self, exception: BaseException) -> None:
+        # A run stopped mid-validation or mid-test: Lightning then resets only that loop's loaders, and the
+        # training loader's workers would live on until the trainer is garbage-collected.
+        self.teardown("exception")
 
     def eval_loader(self, rows: np.ndarray) -> DataLoader:
         """Every given row, in order, on every rank (evaluation is exact, never padded by a sampler)."""
