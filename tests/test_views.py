@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import re
 
 import pytest
 import torch
@@ -736,3 +737,25 @@ def test_presets_are_expressible_in_yaml():
                          "init_args": {"wave": [entry(v) for v in pipe.wave], "spec": [entry(v) for v in pipe.spec]}}}
         built = _instantiate(parser, parser.parse_object(cfg)).views
         assert repr(built) == repr(pipe), name
+
+
+def test_views_show_draws_the_pair_partner_and_alternates_views(tmp_path, monkeypatch):
+    """`lungheart-cl views show` on heart_crops: the partner is another window of the recording, >= the gap away."""
+    from pathlib import Path
+
+    from lungheart_cl import view_gallery
+    from lungheart_cl.cli import main
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    drawn = {}
+    monkeypatch.setattr(view_gallery, "_plot", lambda panels, out, title: drawn.update(panels=panels, title=title) or out)
+    assert main(["views", "show", "--config", str(experiments / "pretrain_lung_default.yaml"), "--config",
+                 str(experiments / "schemes" / "heart_crops.yaml"), "--out", str(tmp_path / "v.png"), "--views", "4",
+                 "--", "--data.dataset", "circor2022", "--data.task", "murmur", "--data.synthetic_patients", "12",
+                 "--data.cache_dir", str(tmp_path / "c"), "--model.stats_segments", "50"]) == 0
+    names = [name for name, _ in drawn["panels"]]
+    assert names == ["anchor", "partner", "view 1 (anchor)", "view 2 (partner)", "view 3 (anchor)", "view 4 (partner)"]
+    anchor, partner = drawn["panels"][0][1], drawn["panels"][1][1]
+    assert not torch.equal(anchor, partner)
+    (anchor_start, _), (partner_start, _) = re.findall(r"(\d+\.\d+)-(\d+\.\d+) s", drawn["title"])
+    assert "same_recording_different_time" in drawn["title"] and abs(float(partner_start) - float(anchor_start)) >= 2.0
