@@ -43,6 +43,8 @@ def test_every_policy_returns_valid_partners(seed):
     multi_location = np.asarray([len(set(m["location"][m["patient_id"] == p])) > 1 for p in m["patient_id"]])
     assert (~same("location", different))[multi_location].all()
     assert same("location", different)[~multi_location].all()  # documented fallback
+    policy = make_pair_policy("same_patient_different_location", m)
+    assert policy.fallback_fraction(anchors, seed) == pytest.approx(float(np.mean(~multi_location)))  # and counted
 
 
 def test_partners_are_random_over_the_whole_group():

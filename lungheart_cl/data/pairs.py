@@ -148,6 +148,13 @@ class SamePatientDifferentLocation(PairPolicy):
         same_location = self._by_location.other_member(anchors, rng)
         return np.where(candidates > 0, other_location, same_location)
 
+    def fallback_fraction(self, anchors: np.ndarray, seed: int = 0) -> float:
+        """Share of anchors paired at their own location (the patient has no other), themselves included."""
+        anchors = np.asarray(anchors)
+        partners = self.partners(anchors, np.random.default_rng(seed))
+        same = self._by_location.start[partners] == self._by_location.start[anchors]  # same (patient, location) block
+        return float(np.mean(same)) if len(anchors) else 0.0
+
 
 class SameRecordingDifferentTime(PairPolicy):
     """Another window of the same recording whose start (manifest ``start_s``) is ``min_gap_s`` away or more.
