@@ -439,7 +439,7 @@ class Gain(View):
     ``min_db=-6.02, max_db=6.02``. The draw is uniform in dB, i.e. log-uniform in the factor
     (halving as likely as doubling), where a uniform draw of the factor favours amplification.
     With ``channel_norm`` in the front end a gain is a per-band constant in the log domain and is
-    subtracted away, so this view then changes nothing the encoder sees.
+    subtracted away (it survives only in bands quiet enough for the log-mel's floor to matter).
     """
 
     domain = "wave"
@@ -537,10 +537,7 @@ class AddNoise(View):
         if self._skip(x):
             return x, valid
         b, n = x.shape[0], x.shape[-1]
-        full = _full_valid(x)
-        rng = full if valid is None else valid.long().clamp(0, n)
-        t = torch.arange(n, device=x.device)[None, :]
-        inside = ((t >= rng[:, :1]) & (t < rng[:, 1:])).float()
+        inside = _inside(x, valid).float()
         count = inside.sum(-1).clamp(min=1.0)
         x32 = x.float()  # statistics in float32: half precision squares overflow/underflow
         signal_power = (x32.square() * inside).sum(-1) / count
