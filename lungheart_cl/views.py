@@ -48,7 +48,8 @@ from lungheart_cl.frontend import frames_from_samples  # noqa: F401  (re-exporte
 
 __all__ = [
     "View", "FrequencyMask", "TimeMask", "SpectrogramMask", "FrequencyBandCrop", "SpecTimeStretch",
-    "SpecPitchShift", "Gain", "TimeShift", "AddNoise", "RandomTimeCrop", "SpeedPerturb", "Mixup",
+    "SpecPitchShift", "Gain", "TimeShift", "AddNoise", "RandomTimeCrop", "SpeedPerturb", "Mixup", "TimeReversal",
+    "PolarityInversion", "RandomPassFilter",
     "ViewPipeline", "frames_from_samples", "spectrogram_mask", "time_mask", "frequency_mask", "split",
     "spectrogram_mask_split", "raw_audio", "PRESETS",
 ]
@@ -177,6 +178,14 @@ def _stretch_about_centre(x: Tensor, valid: Tensor, rate: Tensor, dim: int, fill
     new_valid = torch.stack([new_start, new_end], 1)
     new_valid = torch.where(empty[:, None], valid.long(), new_valid)
     return out, new_valid.to(valid.dtype)
+
+
+def _inside(x: Tensor, valid: Optional[Tensor]) -> Tensor:
+    """(B, L) bool: the samples of each row that lie in its valid range (all of them for ``valid=None``)."""
+    n = x.shape[-1]
+    rng = _full_valid(x) if valid is None else valid.long().clamp(0, n)
+    t = torch.arange(n, device=x.device)[None, :]
+    return (t >= rng[:, :1]) & (t < rng[:, 1:])
 
 
 def _expand(mask: Tensor, x: Tensor) -> Tensor:
@@ -357,6 +366,10 @@ class SpecTimeStretch(View):
     centre (rate > 1 = faster = shorter) teaches tempo invariance without an STFT phase vocoder.
     The frame count is kept; frames read from beyond the axis get ``mask_value``, and ``valid``
     becomes the frames whose source lay in the old valid range.
+
+    Not for heart sounds: pitch shifting and time stretching/compressing lowered a spectrogram CNN's
+    normal/abnormal PR AUC below no augmentation (Zhou, Chen and Chien, BMC Med Inform Decis Mak 2022,
+    doi:10.1186/s12911-022-01942-2); the heart schemes (``experiments/schemes/heart_*.yaml``) leave it out.
     """
 
     domain = "spec"
@@ -385,6 +398,10 @@ class SpecPitchShift(View):
     rows by up to ``max_shift`` (rows, or a fraction of n_mels if a float <= 1; fractional shifts
     interpolate) and scaling them by a factor in ``[1 - max_stretch, 1 + max_stretch]`` (about row 0)
     imitates that. Rows read from beyond the axis get ``mask_value``. Time is untouched.
+
+    Not for heart sounds: pitch shifting and time stretching/compressing lowered a spectrogram CNN's
+    normal/abnormal PR AUC below no augmentation (Zhou, Chen and Chien, BMC Med Inform Decis Mak 2022,
+    doi:10.1186/s12911-022-01942-2); the heart schemes (``experiments/schemes/heart_*.yaml``) leave it out.
     """
 
     domain = "spec"
@@ -417,7 +434,12 @@ class Gain(View):
     """Scale each waveform by a random gain in ``[min_db, max_db]`` dB.
 
     Recording level depends on stethoscope pressure and device, not on the diagnosis; random
-    gain stops the encoder from using loudness as a shortcut.
+    gain stops the encoder from using loudness as a shortcut. A linear gain range ``[a, b]`` is
+    ``[20 log10 a, 20 log10 b]`` dB: Listen2YourHeart's (Ballas et al. 2022) 0.5..2 is
+    ``min_db=-6.02, max_db=6.02``. The draw is uniform in dB, i.e. log-uniform in the factor
+    (halving as likely as doubling), where a uniform draw of the factor favours amplification.
+    With ``channel_norm`` in the front end a gain is a per-band constant in the log domain and is
+    subtracted away (it survives only in bands quiet enough for the log-mel's floor to matter).
     """
 
     domain = "wave"
@@ -483,7 +505,7 @@ class TimeShift(View):
 
 
 class AddNoise(View):
-    """Add white or pink noise at a random SNR in ``[min_snr_db, max_snr_db]`` per sample.
+    """Add white, pink or uniform noise at a random SNR in ``[min_snr_db, max_snr_db]`` per sample.
 
     Auscultation is noisy (friction, ambient sound, electronics); noise at a controlled SNR keeps
     the views recognisable while removing fine detail the encoder could memorise. The SNR is
@@ -491,16 +513,23 @@ class AddNoise(View):
     exactly that power, so the achieved SNR equals the target. ``only_valid=True`` adds noise only
     inside the valid range, so zero padding stays silent. Pink noise (1/f power) resembles
     body/handling noise more than white.
+
+    ``color="uniform"`` is white noise whose samples are uniform in ``[-a, a]`` (bounded, no
+    Gaussian tails): Listen2YourHeart's (Ballas et al. 2022) "small uniform noise". Its amplitude
+    is set by the SNR like the others: ``a = r * std`` of the valid audio is
+    ``SNR = 20 log10(sqrt(3) / r)`` dB, e.g. r = 0.1 -> 24.8 dB, r = 0.01 -> 44.8 dB. Spectrally it
+    is white noise; only its amplitude distribution differs, which is why it is a ``color`` here
+    and not a class of its own (a uniform draw coloured pink would be Gaussian again).
     """
 
     domain = "wave"
 
-    def __init__(self, min_snr_db: float = 10.0, max_snr_db: float = 30.0, color: Literal["white", "pink"] = "white",
-                 only_valid: bool = True, p: float = 1.0):
+    def __init__(self, min_snr_db: float = 10.0, max_snr_db: float = 30.0,
+                 color: Literal["white", "pink", "uniform"] = "white", only_valid: bool = True, p: float = 1.0):
         super().__init__(p)
         _check_range("AddNoise SNR", min_snr_db, max_snr_db)
-        if color not in ("white", "pink"):
-            raise ValueError(f"color must be 'white' or 'pink', got {color!r}")
+        if color not in ("white", "pink", "uniform"):
+            raise ValueError(f"color must be 'white', 'pink' or 'uniform', got {color!r}")
         self.min_snr_db, self.max_snr_db = float(min_snr_db), float(max_snr_db)
         self.color, self.only_valid = color, bool(only_valid)
 
@@ -508,14 +537,14 @@ class AddNoise(View):
         if self._skip(x):
             return x, valid
         b, n = x.shape[0], x.shape[-1]
-        full = _full_valid(x)
-        rng = full if valid is None else valid.long().clamp(0, n)
-        t = torch.arange(n, device=x.device)[None, :]
-        inside = ((t >= rng[:, :1]) & (t < rng[:, 1:])).float()
+        inside = _inside(x, valid).float()
         count = inside.sum(-1).clamp(min=1.0)
         x32 = x.float()  # statistics in float32: half precision squares overflow/underflow
         signal_power = (x32.square() * inside).sum(-1) / count
-        noise = torch.randn(b, n, device=x.device)
+        if self.color == "uniform":
+            noise = 2.0 * torch.rand(b, n, device=x.device) - 1.0
+        else:
+            noise = torch.randn(b, n, device=x.device)
         if self.color == "pink":
             spectrum = torch.fft.rfft(noise, dim=-1)
             k = torch.arange(spectrum.shape[-1], device=x.device, dtype=torch.float32)
@@ -572,6 +601,11 @@ class SpeedPerturb(View):
     slower. It imitates differing breathing/heart rates and body sizes at the cost of one linear
     interpolation. The cycle is stretched about its valid centre, the window length is kept,
     samples read from beyond the window are zeros, and ``valid`` follows the stretched cycle.
+
+    Not for heart sounds: pitch shifting and time stretching/compressing (this view does both at once)
+    lowered a spectrogram CNN's normal/abnormal PR AUC below no augmentation (Zhou, Chen and Chien, BMC
+    Med Inform Decis Mak 2022, doi:10.1186/s12911-022-01942-2); the heart schemes
+    (``experiments/schemes/heart_*.yaml``) leave it out.
     """
 
     domain = "wave"
@@ -628,6 +662,107 @@ class Mixup(View):
         return out, torch.where(sel[:, None] & (lam[:, None] > 0), hull, valid)
 
 
+class TimeReversal(View):
+    """Play each cycle backwards inside its own valid range; the padding stays where it was.
+
+    Sample ``t`` of ``[start, end)`` takes sample ``start + end - 1 - t``, so ``valid`` is unchanged
+    and reversing twice gives the input back. A reversed heart sound keeps its spectrum, its
+    cycle length and the durations of systole and diastole (a systolic murmur stays between S1 and
+    S2) while the order of events flips: Listen2YourHeart (Ballas et al. 2022) uses it as a
+    contrastive view, and flipping heart-sound spectrograms in time was the best single
+    augmentation of Zhou, Chen and Chien (BMC Med Inform Decis Mak 2022). Padding outside
+    ``valid`` (zeros, or the repeat/context padding of ICBHI cycles) is not reversed.
+    """
+
+    domain = "wave"
+
+    def forward(self, x: Tensor, valid: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        if self._skip(x):
+            return x, valid
+        n = x.shape[-1]
+        rng = _full_valid(x) if valid is None else valid.long().clamp(0, n)
+        t = torch.arange(n, device=x.device)[None, :]
+        mirrored = (rng[:, :1] + rng[:, 1:] - 1 - t).clamp(0, n - 1)
+        src = torch.where(_inside(x, valid) & self._select(x)[:, None], mirrored, t)  # padding reads itself
+        return x.gather(-1, src), valid
+
+
+class PolarityInversion(View):
+    """Negate each waveform (the whole window, like a gain of -1).
+
+    A stethoscope's sign convention is arbitrary, so a waveform encoder should not depend on it
+    (Listen2YourHeart's "inversion"). The log-mel front end of this package computes power
+    spectra, which are identical for ``x`` and ``-x``: behind it this view changes nothing the
+    encoder sees, and the heart schemes leave it out. It is here for waveform encoders and
+    for pipelines whose later views are not sign-symmetric.
+    """
+
+    domain = "wave"
+
+    def forward(self, x: Tensor, valid: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        if self._skip(x):
+            return x, valid
+        return torch.where(_expand(self._select(x), x), -x, x), valid
+
+
+class RandomPassFilter(View):
+    """A random low- or high-pass filter per sample, batched as one FFT-domain mask.
+
+    Each selected sample is low-passed with probability ``low_pass_probability`` and high-passed
+    otherwise, at a cut-off drawn uniformly from ``[min_cutoff_hz, max_cutoff_hz]``
+    (Listen2YourHeart, Ballas et al. 2022, cut heart sounds at about 200-250 Hz, so a view keeps
+    either the S1/S2 band or the murmur band). The response has the magnitude of an order-``order``
+    Butterworth filter, ``1 / sqrt(1 + (f / fc)^(2 order))`` (low-pass; ``f <-> fc`` for high-pass):
+    -3 dB at the cut-off, ``10 log10(1 + 4^order)`` dB one octave into the stop band (24 dB for
+    order 4), and zero phase, so S1 and S2 do not move in time.
+
+    The valid range is filtered as a clip of its own (zero outside it, FFT of twice the window
+    length so its ends do not wrap into each other), the padding is returned unchanged, and
+    ``valid`` is unchanged. Arithmetic is float32; the output has the input's dtype.
+    ``sample_rate`` must be the audio's rate; `ViewPipeline.render` checks it against the front end.
+    With ``channel_norm`` in the front end a fixed filter is largely subtracted away (it is a
+    per-band constant in the log domain), leaving mainly the changed noise floor in the stop band.
+    """
+
+    domain = "wave"
+
+    def __init__(self, sample_rate: int, min_cutoff_hz: float = 200.0, max_cutoff_hz: float = 250.0,
+                 low_pass_probability: float = 0.5, order: int = 4, p: float = 1.0):
+        super().__init__(p)
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        _check_range("RandomPassFilter cut-off Hz", min_cutoff_hz, max_cutoff_hz, 1e-3, sample_rate / 2)
+        if not 0.0 <= low_pass_probability <= 1.0:
+            raise ValueError(f"low_pass_probability must lie in [0, 1], got {low_pass_probability}")
+        if order < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        self.sample_rate, self.order = int(sample_rate), int(order)
+        self.min_cutoff_hz, self.max_cutoff_hz = float(min_cutoff_hz), float(max_cutoff_hz)
+        self.low_pass_probability = float(low_pass_probability)
+
+    def response(self, cutoff_hz: Tensor, low_pass: Tensor, n_fft: int) -> Tensor:
+        """(B, n_fft // 2 + 1) float32 magnitude response per sample at the rfft bins of ``n_fft``."""
+        freqs = torch.fft.rfftfreq(n_fft, d=1.0 / self.sample_rate, device=cutoff_hz.device)
+        ratio_2n = (freqs[None, :] / cutoff_hz[:, None]).pow(2 * self.order)
+        low = torch.rsqrt(1.0 + ratio_2n)
+        high = torch.rsqrt(1.0 + ratio_2n.reciprocal())  # 0 at DC (1 / 0 = inf), no inf / inf at high orders
+        return torch.where(low_pass[:, None], low, high)
+
+    def forward(self, x: Tensor, valid: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        if self._skip(x):
+            return x, valid
+        b, n = x.shape[0], x.shape[-1]
+        cutoff = _uniform(b, self.min_cutoff_hz, self.max_cutoff_hz, x.device)
+        low_pass = torch.rand(b, device=x.device) < self.low_pass_probability
+        inside = _inside(x, valid)
+        with torch.autocast(device_type=x.device.type, enabled=False):  # FFTs in float32 at any AMP setting
+            x32 = x.float()
+            spectrum = torch.fft.rfft(x32 * inside, n=2 * n, dim=-1)
+            filtered = torch.fft.irfft(spectrum * self.response(cutoff, low_pass, 2 * n), n=2 * n, dim=-1)[:, :n]
+        changed = inside & self._select(x)[:, None]
+        return torch.where(changed, filtered, x32).to(x.dtype), valid
+
+
 # ----------------------------------------------------------------------------------------------
 # pipeline and presets
 # ----------------------------------------------------------------------------------------------
@@ -664,10 +799,19 @@ class ViewPipeline(nn.Module):
 
     def render(self, wave: Tensor, valid: Tensor, frontend: nn.Module) -> Tensor:
         """One augmented log-mel view ``(B, 1, n_mels, T)`` of float ``(B, L)`` audio with ``valid`` spans."""
+        self.check_sample_rate(frontend.sample_rate)
         wave, valid = self.apply_wave(wave, valid)
         spec = frontend(wave, valid)
         spec, _ = self.apply_spec(spec, frontend.valid_frames(valid, spec.shape[-1]))
         return spec
+
+    def check_sample_rate(self, sample_rate: int) -> None:
+        """Raise if a view that works in Hz (it has a ``sample_rate``) was configured for another rate."""
+        for view in self.wave:
+            rate = getattr(view, "sample_rate", None)
+            if rate is not None and rate != sample_rate:
+                raise ValueError(f"{type(view).__name__} has sample_rate {rate} but the audio is {sample_rate} Hz; "
+                                 f"set its sample_rate to {sample_rate} (or data.sample_rate to {rate})")
 
     def forward(self, x: Tensor, valid: Optional[Tensor] = None, domain: str = "spec") -> tuple[Tensor, Optional[Tensor]]:
         """``apply_wave`` or ``apply_spec`` by ``domain``."""

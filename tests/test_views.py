@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import re
 
 import pytest
 import torch
@@ -29,10 +30,15 @@ WAVE_VIEWS = {
     "TimeShiftRollover": lambda p: V.TimeShift(0.3, rollover=True, p=p),
     "AddNoiseWhite": lambda p: V.AddNoise(5, 20, color="white", p=p),
     "AddNoisePink": lambda p: V.AddNoise(5, 20, color="pink", p=p),
+    "AddNoiseUniform": lambda p: V.AddNoise(5, 20, color="uniform", p=p),
     "RandomTimeCrop": lambda p: V.RandomTimeCrop(0.4, 0.8, p=p),
     "SpeedPerturb": lambda p: V.SpeedPerturb(0.8, 1.2, p=p),
     "Mixup": lambda p: V.Mixup(0.3, p=p),
+    "TimeReversal": lambda p: V.TimeReversal(p=p),
+    "PolarityInversion": lambda p: V.PolarityInversion(p=p),
+    "RandomPassFilter": lambda p: V.RandomPassFilter(4000, 150.0, 400.0, p=p),
 }
+DETERMINISTIC = {"TimeReversal", "PolarityInversion"}  # only the p draw is random: per-sample = which samples
 ALL_VIEWS = {**SPEC_VIEWS, **WAVE_VIEWS}
 
 
@@ -120,7 +126,7 @@ def test_p_half_selects_some_samples_and_leaves_the_rest(name):
 
 @pytest.mark.parametrize("name", ALL_VIEWS)
 def test_per_sample_randomness(name):
-    view = ALL_VIEWS[name](1.0)
+    view = ALL_VIEWS[name](0.5 if name in DETERMINISTIC else 1.0)
     x, valid = _batch_for(view, b=1)
     if name == "Mixup":  # needs distinct partners; identical anchors get different partner/weight
         x2, valid2 = _batch_for(view)
@@ -130,6 +136,9 @@ def test_per_sample_randomness(name):
         x, valid = x.expand(8, *x.shape[1:]).contiguous(), valid.expand(8, 2).contiguous()
     torch.manual_seed(3)
     y, _ = view(x, valid)
+    if name in DETERMINISTIC:  # identical inputs: some augmented, some not
+        assert len({tuple(r.tolist()) for r in y.flatten(1)}) == 2
+        return
     rows = y[:4].flatten(1)
     distinct = {tuple(r.tolist()) for r in rows}
     assert len(distinct) >= 3, "identical inputs got (mostly) identical augmentations"
@@ -209,7 +218,10 @@ def test_no_host_syncs_in_source():
 def test_constructor_arguments_are_validated():
     bad = [lambda: V.Gain(p=1.5), lambda: V.Gain(6, -6), lambda: V.FrequencyMask(0), lambda: V.TimeMask(0.2, 0),
            lambda: V.FrequencyBandCrop(0.9, 0.5), lambda: V.Mixup(0.5), lambda: V.AddNoise(color="brown"),
-           lambda: V.SpeedPerturb(0.0, 1.0), lambda: V.TimeShift(1.5), lambda: V.RandomTimeCrop(0.5, 1.2)]
+           lambda: V.SpeedPerturb(0.0, 1.0), lambda: V.TimeShift(1.5), lambda: V.RandomTimeCrop(0.5, 1.2),
+           lambda: V.RandomPassFilter(2000, 300, 200), lambda: V.RandomPassFilter(2000, 200, 1001),
+           lambda: V.RandomPassFilter(0), lambda: V.RandomPassFilter(2000, order=0),
+           lambda: V.RandomPassFilter(2000, low_pass_probability=1.5), lambda: V.PolarityInversion(p=-0.1)]
     for make in bad:
         with pytest.raises(ValueError):
             make()
@@ -348,7 +360,7 @@ def test_gain_within_bounds():
     assert torch.allclose(y, x * ratio[:, None], atol=1e-5) and torch.equal(v, valid)
 
 
-@pytest.mark.parametrize("color", ["white", "pink"])
+@pytest.mark.parametrize("color", ["white", "pink", "uniform"])
 @pytest.mark.parametrize("snr", [0.0, 10.0, 25.0])
 def test_add_noise_hits_target_snr(color, snr):
     x, valid = _wave_batch(b=6, n=40000)
@@ -360,6 +372,28 @@ def test_add_noise_hits_target_snr(color, snr):
     measured = 10 * torch.log10((x.square() * inside).sum(1) / (noise.square() * inside).sum(1))
     assert (measured - snr).abs().max() < 0.5
     assert (noise[~inside] == 0).all(), "padding stays silent with only_valid=True"
+
+
+def test_gain_db_range_is_the_linear_half_to_double():
+    x, valid = _wave_batch(b=256)
+    octave_db = 20 * math.log10(2.0)  # the docstring's equivalence: -6.02..6.02 dB = x0.5..x2
+    torch.manual_seed(19)
+    y, _ = V.Gain(-octave_db, octave_db)(x, valid)
+    factor = y.abs().sum(1) / x.abs().sum(1)
+    assert factor.min() >= 0.5 - 1e-4 and factor.max() <= 2.0 + 1e-4
+    assert factor.min() < 0.55 and factor.max() > 1.8  # the range is used
+
+
+def test_add_noise_uniform_is_bounded_and_gaussian_is_not():
+    x, valid = _wave_batch(b=8, n=40000)
+    peak_over_std = {}
+    for color in ("uniform", "white"):
+        torch.manual_seed(29)
+        y, _ = V.AddNoise(10, 10, color=color)(x, valid)
+        noise = [(y - x)[i, lo:hi] for i, (lo, hi) in enumerate(valid.tolist())]  # each sample has its own scale
+        peak_over_std[color] = torch.tensor([float(n.abs().max() / n.std()) for n in noise])
+    assert (peak_over_std["uniform"] <= math.sqrt(3) * 1.01).all()  # U(-a, a) has std a / sqrt(3)
+    assert (peak_over_std["white"] > 3.0).all()  # Gaussian tails over > 10^4 samples
 
 
 def test_add_noise_snr_range_and_whole_window():
@@ -474,6 +508,97 @@ def test_mixup_single_sample_batch_is_unchanged():
     x, valid = _wave_batch(b=1)
     y, v = V.Mixup(0.3)(x, valid)
     assert torch.equal(y, x) and torch.equal(v, valid)
+
+
+def test_time_reversal_reverses_the_valid_range_only_and_twice_is_identity():
+    x, valid = _wave_batch(b=16)
+    view = V.TimeReversal()
+    y, v = view(x, valid)
+    assert torch.equal(v, valid)
+    for i in range(x.shape[0]):
+        lo, hi = valid[i].tolist()
+        assert torch.equal(y[i, lo:hi], torch.flip(x[i, lo:hi], [0]))
+        assert torch.equal(y[i, :lo], x[i, :lo]) and torch.equal(y[i, hi:], x[i, hi:])
+    assert torch.equal(view(y, v)[0], x)
+    whole, none = view(x, None)
+    assert none is None and torch.equal(whole, torch.flip(x, [1]))
+
+
+def test_time_reversal_keeps_non_zero_padding_in_place():
+    x, valid = _wave_batch(b=4)
+    padded = x + 5.0 * ~((torch.arange(x.shape[1]) >= valid[:, :1]) & (torch.arange(x.shape[1]) < valid[:, 1:]))
+    y, _ = V.TimeReversal()(padded, valid)
+    outside = y == 5.0
+    assert torch.equal(outside, padded == 5.0)
+
+
+def test_polarity_inversion_negates_and_the_log_mel_front_end_cannot_see_it():
+    from lungheart_cl.frontend import LogMelFrontend
+
+    x, valid = _wave_batch()
+    y, v = V.PolarityInversion()(x, valid)
+    assert torch.equal(y, -x) and torch.equal(v, valid)
+    frontend = LogMelFrontend(sample_rate=4000)
+    assert torch.allclose(frontend(y, v), frontend(x, valid), atol=1e-5)  # why the heart schemes leave it out
+
+
+def _tone_gain_db(view: V.RandomPassFilter, hz: float, dtype=torch.float32, n: int = 8000) -> float:
+    """Steady-state gain in dB of a tone through the view, fitted away from the clip's edges."""
+    t = torch.arange(n, dtype=torch.float64) / view.sample_rate
+    tone = torch.sin(2 * math.pi * hz * t)
+    y, _ = view(tone[None].to(dtype), torch.tensor([[0, n]]))
+    middle = slice(n // 4, 3 * n // 4)
+    basis = torch.stack([torch.sin(2 * math.pi * hz * t), torch.cos(2 * math.pi * hz * t)], 1)[middle]
+    coef = torch.linalg.lstsq(basis, y[0, middle].double()[:, None]).solution
+    return 20 * math.log10(float(coef.norm()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("low_pass", [True, False])
+def test_pass_filter_attenuates_the_stop_band_and_passes_the_pass_band(low_pass, dtype):
+    order, cutoff = 4, 200.0
+    view = V.RandomPassFilter(2000, cutoff, cutoff, low_pass_probability=float(low_pass), order=order)
+    octave_db = -10 * math.log10(1 + 4 ** order)  # Butterworth magnitude one octave into the stop band: -24.1 dB
+    stop, passing = (2 * cutoff, cutoff / 2) if low_pass else (cutoff / 2, 2 * cutoff)
+    tol = 0.3 if dtype == torch.float32 else 1.0  # half precision quantises the input and output
+    assert abs(_tone_gain_db(view, stop, dtype) - octave_db) < tol
+    assert abs(_tone_gain_db(view, passing, dtype) - (-10 * math.log10(1 + 4 ** -order))) < tol
+    assert abs(_tone_gain_db(view, cutoff, dtype) + 10 * math.log10(2)) < tol  # -3 dB at the cut-off
+
+
+def test_pass_filter_draws_type_and_cut_off_per_sample():
+    n, rate, lo_hz, hi_hz = 16000, 2000, 150.0, 350.0
+    x = torch.randn(1, n, generator=torch.Generator().manual_seed(0)).expand(64, n).contiguous()
+    torch.manual_seed(40)
+    y, _ = V.RandomPassFilter(rate, lo_hz, hi_hz)(x, None)
+    gain = torch.fft.rfft(y, dim=-1).abs().square() / torch.fft.rfft(x, dim=-1).abs().square()
+    hz = torch.fft.rfftfreq(n, 1 / rate)
+    band = 80  # 10 Hz bands: one noise draw's bin-to-bin scatter averages out
+    smooth = gain[:, : gain.shape[1] // band * band].reshape(64, -1, band).mean(-1)
+    centres = hz[: gain.shape[1] // band * band].reshape(-1, band).mean(-1)
+    low_pass = smooth[:, centres < 100].mean(1) > smooth[:, centres > 450].mean(1)
+    assert 16 < int(low_pass.sum()) < 48
+    crossing = torch.where(low_pass[:, None], smooth < 0.5, smooth > 0.5).float().argmax(1)  # first band past -3 dB
+    cutoffs = centres[crossing]
+    assert (cutoffs > lo_hz - 10).all() and (cutoffs < hi_hz + 10).all() and cutoffs.std() > 30
+
+
+def test_pass_filter_leaves_padding_alone():
+    x, valid = _wave_batch(b=8)
+    padded = x + 5.0 * ~((torch.arange(x.shape[1]) >= valid[:, :1]) & (torch.arange(x.shape[1]) < valid[:, 1:]))
+    torch.manual_seed(41)
+    y, v = V.RandomPassFilter(4000)(padded, valid)
+    assert torch.equal(y == 5.0, padded == 5.0) and torch.equal(v, valid)
+
+
+def test_render_refuses_a_filter_configured_for_another_sample_rate():
+    from lungheart_cl.frontend import LogMelFrontend
+
+    pipe = V.ViewPipeline(wave=[V.RandomPassFilter(2000)])
+    x, valid = _wave_batch()
+    assert pipe.render(x, valid, LogMelFrontend(sample_rate=2000)).shape[0] == B
+    with pytest.raises(ValueError, match="RandomPassFilter has sample_rate 2000 but the audio is 4000 Hz"):
+        pipe.render(x, valid, LogMelFrontend(sample_rate=4000))
 
 
 # ------------------------------------------------------------------------------------------
@@ -612,3 +737,25 @@ def test_presets_are_expressible_in_yaml():
                          "init_args": {"wave": [entry(v) for v in pipe.wave], "spec": [entry(v) for v in pipe.spec]}}}
         built = _instantiate(parser, parser.parse_object(cfg)).views
         assert repr(built) == repr(pipe), name
+
+
+def test_views_show_draws_the_pair_partner_and_alternates_views(tmp_path, monkeypatch):
+    """`lungheart-cl views show` on heart_crops: the partner is another window of the recording, >= the gap away."""
+    from pathlib import Path
+
+    from lungheart_cl import view_gallery
+    from lungheart_cl.cli import main
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    drawn = {}
+    monkeypatch.setattr(view_gallery, "_plot", lambda panels, out, title: drawn.update(panels=panels, title=title) or out)
+    assert main(["views", "show", "--config", str(experiments / "pretrain_lung_default.yaml"), "--config",
+                 str(experiments / "schemes" / "heart_crops.yaml"), "--out", str(tmp_path / "v.png"), "--views", "4",
+                 "--", "--data.dataset", "circor2022", "--data.task", "murmur", "--data.synthetic_patients", "12",
+                 "--data.cache_dir", str(tmp_path / "c"), "--model.stats_segments", "50"]) == 0
+    names = [name for name, _ in drawn["panels"]]
+    assert names == ["anchor", "partner", "view 1 (anchor)", "view 2 (partner)", "view 3 (anchor)", "view 4 (partner)"]
+    anchor, partner = drawn["panels"][0][1], drawn["panels"][1][1]
+    assert not torch.equal(anchor, partner)
+    (anchor_start, _), (partner_start, _) = re.findall(r"(\d+\.\d+)-(\d+\.\d+) s", drawn["title"])
+    assert "same_recording_different_time" in drawn["title"] and abs(float(partner_start) - float(anchor_start)) >= 2.0

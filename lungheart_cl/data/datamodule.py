@@ -226,7 +226,10 @@ class PretrainDataModule(SoundDataModule):
 
     Args:
         pair_policy: which segment is the second view: same_segment | same_recording | same_patient |
-            same_patient_same_location | same_patient_different_location.
+            same_patient_same_location | same_patient_different_location | same_location |
+            same_recording_different_time.
+        pair_min_gap_s: same_recording_different_time only: least start-time gap in seconds between the two
+            windows (None = the policy's default).
         batch_strata: metadata columns whose value combination forms a batch stratum, e.g.
             [age_group, sex]; empty = plain shuffling.
         strata_per_batch: how many strata fill one batch.
@@ -234,10 +237,11 @@ class PretrainDataModule(SoundDataModule):
         seed: batch and pair sampling seed.
     """
 
-    def __init__(self, *args, pair_policy: str = "same_segment", batch_strata: list[str] | None = None,
-                 strata_per_batch: int = 2, monitor_bank_size: int = 4000, seed: int = 0, **kwargs):
+    def __init__(self, *args, pair_policy: str = "same_segment", pair_min_gap_s: float | None = None,
+                 batch_strata: list[str] | None = None, strata_per_batch: int = 2, monitor_bank_size: int = 4000,
+                 seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.pair_policy_name = pair_policy
+        self.pair_policy_name, self.pair_min_gap_s = pair_policy, pair_min_gap_s
         self.batch_strata = list(batch_strata or [])
         self.strata_per_batch = strata_per_batch
         self.monitor_bank_size = monitor_bank_size
@@ -250,7 +254,7 @@ class PretrainDataModule(SoundDataModule):
     def train_sampler(self) -> StratifiedPairSampler:
         pool = self.pool_rows()
         pool_manifest = {k: v[pool] for k, v in self.manifest.items()}
-        policy = make_pair_policy(self.pair_policy_name, pool_manifest)
+        policy = make_pair_policy(self.pair_policy_name, pool_manifest, self.pair_min_gap_s)
         strata = None
         if self.batch_strata:
             strata = group_codes(*(pool_manifest[c] for c in self.batch_strata))

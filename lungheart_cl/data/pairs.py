@@ -2,12 +2,13 @@
 
 Each policy picks partners for a whole array of anchors at once (vectorised, seeded by the caller).
 Where an anchor has no candidate (a recording with one cycle, a patient recorded at one location),
-the policy falls back to the anchor itself, so both views come from augmentation alone; the
-fraction of such fallbacks is reported by `fallback_fraction`.
+the policy falls back to a nearer candidate or to the anchor itself (so both views come from
+augmentation alone); the fraction of such fallbacks is reported by `fallback_fraction`.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,14 +148,83 @@ class SamePatientDifferentLocation(PairPolicy):
         same_location = self._by_location.other_member(anchors, rng)
         return np.where(candidates > 0, other_location, same_location)
 
+    def fallback_fraction(self, anchors: np.ndarray, seed: int = 0) -> float:
+        """Share of anchors paired at their own location (the patient has no other), themselves included."""
+        anchors = np.asarray(anchors)
+        partners = self.partners(anchors, np.random.default_rng(seed))
+        same = self._by_location.start[partners] == self._by_location.start[anchors]  # same (patient, location) block
+        return float(np.mean(same)) if len(anchors) else 0.0
+
+
+class SameRecordingDifferentTime(PairPolicy):
+    """Another window of the same recording whose start (manifest ``start_s``) is ``min_gap_s`` away or more.
+
+    COLA (Saeed et al. 2021) and OPERA's contrastive models take the two positives from different
+    times of one recording, so the encoder must match the patient's sound rather than the exact
+    waveform. With overlapping windows (``data.hop_seconds`` below the window length) and
+    ``RandomTimeCrop`` this gives different-time crops. An anchor whose recording holds no window
+    that far away gets another, nearer window of the recording, and one alone in its recording gets
+    itself; `fallback_fraction` counts both.
+    """
+
+    name = "same_recording_different_time"
+    _tolerance_s = 1e-6  # manifest times are rounded to 0.1 ms: a gap of exactly min_gap_s counts
+
+    def __init__(self, min_gap_s: float = 2.0):
+        if not min_gap_s > 0:
+            raise ValueError(f"min_gap_s must be positive (0 is the same_recording policy), got {min_gap_s}")
+        self.min_gap_s = float(min_gap_s)
+
+    def fit(self, manifest: Manifest) -> PairPolicy:
+        codes = group_codes(manifest["recording_id"])
+        start = np.asarray(manifest["start_s"], dtype=np.float64)
+        self._start = start
+        self._recording = _Groups.of(codes)
+        # one sortable key per row: recordings laid end to end, far enough apart that a gap never crosses one
+        span = float(start.max() - start.min()) if len(start) else 0.0
+        self._key = codes * (span + 2 * self.min_gap_s + 1.0) + (start - (start.min() if len(start) else 0.0))
+        self._order = np.argsort(self._key, kind="stable")
+        self._sorted_key = self._key[self._order]
+        sorted_codes = codes[self._order]
+        self._first = np.searchsorted(sorted_codes, codes, side="left")  # per row: its recording's block
+        self._end = np.searchsorted(sorted_codes, codes, side="right")
+        return self
+
+    def partners(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        anchors = np.asarray(anchors)
+        key, gap = self._key[anchors], self.min_gap_s - self._tolerance_s
+        first, end = self._first[anchors], self._end[anchors]
+        before = np.searchsorted(self._sorted_key, key - gap, side="right") - first  # starts <= s - gap
+        after_start = np.searchsorted(self._sorted_key, key + gap, side="left")  # starts >= s + gap from here
+        after = end - after_start
+        count = before + after
+        pick = rng.integers(0, np.maximum(count, 1))
+        sorted_pos = np.where(pick < before, first + pick, after_start + pick - before)
+        far = self._order[np.clip(sorted_pos, 0, max(len(self._order) - 1, 0))]
+        nearer = self._recording.other_member(anchors, rng)
+        return np.where(count > 0, far, nearer)
+
+    def fallback_fraction(self, anchors: np.ndarray, seed: int = 0) -> float:
+        """Share of anchors whose partner starts less than ``min_gap_s`` away (a nearer window, or itself)."""
+        anchors = np.asarray(anchors)
+        partners = self.partners(anchors, np.random.default_rng(seed))
+        near = np.abs(self._start[partners] - self._start[anchors]) < self.min_gap_s - self._tolerance_s
+        return float(np.mean(near)) if len(anchors) else 0.0
+
 
 PAIR_POLICIES: dict[str, type[PairPolicy]] = {
     cls.name: cls for cls in (SameSegment, SameRecording, SamePatient, SamePatientSameLocation, SameLocation,
-                              SamePatientDifferentLocation)
+                              SamePatientDifferentLocation, SameRecordingDifferentTime)
 }
 
 
-def make_pair_policy(name: str, manifest: Manifest) -> PairPolicy:
+def make_pair_policy(name: str, manifest: Manifest, min_gap_s: float | None = None) -> PairPolicy:
+    """The named policy fitted on ``manifest``; ``min_gap_s`` (None = its default) only where it takes one."""
     if name not in PAIR_POLICIES:
         raise ValueError(f"unknown pair policy {name!r}; choose one of {sorted(PAIR_POLICIES)}")
-    return PAIR_POLICIES[name]().fit(manifest)
+    cls = PAIR_POLICIES[name]
+    if min_gap_s is None:
+        return cls().fit(manifest)
+    if "min_gap_s" not in inspect.signature(cls).parameters:
+        raise ValueError(f"pair_min_gap_s applies to {SameRecordingDifferentTime.name} only, not to pair policy {name!r}")
+    return cls(min_gap_s=min_gap_s).fit(manifest)
