@@ -16,13 +16,14 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lungheart_cl.encoders import Encoder, build_encoder
+from lungheart_cl.errors import UserError
 from lungheart_cl.frontend import LogMelFrontend
 
 EXPORT_FORMAT = "lungheart-cl-encoder"
 EXPORT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used here, naming the file and the mismatch."""
 
 

@@ -28,6 +28,8 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from lungheart_cl.errors import UserError
+
 DOWNLOADS_DIR = ".downloads"
 DEFAULT_TIMEOUT_S = 60.0
 CHUNK_BYTES = 1 << 20
@@ -40,7 +42,7 @@ TAR_FILTER: Mapping[str, str] = MappingProxyType(
 )
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A dataset could not be fetched, verified or unpacked; the message says what to do next."""
 
 
