@@ -163,6 +163,10 @@ def test_a_logged_run_prints_one_line_per_epoch_and_no_known_notices(small_runs,
     assert all(" batches, val/" in line for line in epochs)
     if command == "finetune":  # evaluation shows its progress too
         assert [line for line in done.stderr.splitlines() if line.startswith("test: ")]
+    else:  # 3 batches an epoch, log_every_n_steps 5: the interval is capped, so each epoch logs its steps
+        metrics = next(small_runs["cwd"].glob("runs/pretrain/version_*/metrics.csv")).read_text().splitlines()
+        column = metrics[0].split(",").index("train/loss_step")
+        assert len([row for row in metrics[1:] if row.split(",")[column]]) == 2
 
 
 def test_ckpt_path_of_the_other_command_is_named(small_runs):
