@@ -2,6 +2,7 @@
 
 On a terminal Lightning's own TQDM bar is kept. Written to a file or a pipe, carriage-return
 progress bars become megabytes of noise, so `EpochLines` prints one line per epoch instead.
+`EpochLoggingInterval` fits the step-logging interval to short epochs rather than hiding the warning.
 """
 
 from __future__ import annotations

@@ -127,6 +127,18 @@ def test_an_impossible_label_fraction_leaves_no_run_folder(tmp_path):
     assert (tmp_path / "runs" / "finetune").is_dir() and not list((tmp_path / "runs" / "finetune").iterdir())
 
 
+def test_a_user_error_under_ddp_is_one_line_per_rank(tmp_path):
+    done = _cli(tmp_path, "finetune", "--config", str(EXPERIMENTS / "finetune_lung_default.yaml"), *SMALL,
+                "--model.checkpoint", "null", "--data.label_fraction", "0.001", "--trainer.accelerator", "cpu",
+                "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "lungheart-cl: error: " in line]
+    # whichever rank fails first ends the run; the launcher's re-executed ranks report themselves as "[rank: 1]"
+    assert errors and all("label_fraction 0.001" in line for line in errors)
+    assert all(line.startswith(("lungheart-cl: error", "[rank: 1] lungheart-cl: error")) for line in errors)
+    assert not list(tmp_path.glob("runs/finetune/version_*"))
+
+
 # Each line Lightning, torch or W&B printed on every run before; none says anything about the run.
 SILENCED = ["litlogger", "anonymous setting", "LeafSpec", "on_after_batch_transfer", "smaller than the logging interval",
             "in eval mode at the start of training"]
