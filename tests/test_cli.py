@@ -91,7 +91,8 @@ def test_debug_shows_the_traceback(tmp_path, how):
 
 
 def test_a_rejected_setting_is_one_line(tmp_path):
-    done = _cli(tmp_path, "finetune", "--config", str(EXPERIMENTS / "finetune_lung_default.yaml"), "--model.nosuch", "3")
+    done = _cli(tmp_path, "finetune", "--config", str(EXPERIMENTS / "finetune_lung_default.yaml"),
+                "--model.nosuch", "3")
     assert done.stderr.splitlines() == [_one_error_line(done)]
     assert "--model.nosuch" in done.stderr
     done = _cli(tmp_path, "sweep", str(tmp_path / "nope.yaml"))
@@ -140,8 +141,8 @@ def test_a_user_error_under_ddp_is_one_line_per_rank(tmp_path):
 
 
 # Each line Lightning, torch or W&B printed on every run before; none says anything about the run.
-SILENCED = ["litlogger", "anonymous setting", "LeafSpec", "on_after_batch_transfer", "smaller than the logging interval",
-            "in eval mode at the start of training"]
+SILENCED = ["litlogger", "anonymous setting", "LeafSpec", "on_after_batch_transfer",
+            "smaller than the logging interval", "in eval mode at the start of training"]
 
 
 @pytest.fixture(scope="module")
@@ -192,4 +193,5 @@ def test_ckpt_path_of_the_other_command_is_named(small_runs):
     assert f"{pretrain}: a pretrain checkpoint" in _one_error_line(done)
     done = _cli(cwd, "finetune", "--config", str(EXPERIMENTS / "finetune_lung_default.yaml"), *SMALL,
                 "--model.mode", "finetune", "--model.checkpoint", str(pretrain), "--ckpt_path", str(classifier))
-    assert "a classifier checkpoint of model.mode linear, but this run's model.mode is finetune" in _one_error_line(done)
+    assert "a classifier checkpoint of model.mode linear, but this run's model.mode is finetune" \
+        in _one_error_line(done)

@@ -17,8 +17,9 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def _progress_bars(tmp_path, *args: str) -> list[ProgressBar]:
-    cli = make_cli("finetune", ["--config", str(EXPERIMENTS / "finetune_lung_default.yaml"), "--model.checkpoint",
-                                "null", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path), *args])
+    cli = make_cli("finetune", ["--config", str(EXPERIMENTS / "finetune_lung_default.yaml"),
+                                "--model.checkpoint", "null", "--trainer.logger", "false",
+                                "--trainer.default_root_dir", str(tmp_path), *args])
     assert [c for c in cli.trainer.callbacks if isinstance(c, EpochLoggingInterval)]
     return [c for c in cli.trainer.callbacks if isinstance(c, ProgressBar)]
 
