@@ -16,13 +16,14 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lungheart_cl.encoders import Encoder, build_encoder
+from lungheart_cl.errors import UserError
 from lungheart_cl.frontend import LogMelFrontend
 
 EXPORT_FORMAT = "lungheart-cl-encoder"
 EXPORT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used here, naming the file and the mismatch."""
 
 
@@ -68,7 +69,7 @@ def read_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # plain data only: never runs code
     except Exception as error:  # torch raises several types for a truncated or foreign file
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
     if not isinstance(payload, dict):

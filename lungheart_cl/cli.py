@@ -10,16 +10,23 @@
 
 `pretrain` and `finetune` hand their arguments to Lightning's CLI, so every constructor argument
 of the model, data module and trainer can be set from YAML or as `--trainer.max_epochs 50`.
+
+Bad input (a missing root, a bad file, a rejected setting) is one line on stderr and exit code 2;
+`--debug` anywhere on the command line (or LUNGHEART_DEBUG=1) shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from lungheart_cl.data.sources import DATASETS
+from lungheart_cl.errors import MissingPathError, UserError
+
+DEBUG_FLAG, DEBUG_ENV = "--debug", "LUNGHEART_DEBUG"
 
 
 def _data_parser(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +117,26 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error is printed as one line (exit code 2) unless debugging is asked for."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # DDP's launcher re-executes sys.argv, so its ranks see the same flag
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return _dispatch([arg for arg in argv if arg != DEBUG_FLAG])
+    except UserError as error:
+        if debug:
+            raise
+        print(f"{_rank_prefix()}lungheart-cl: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _rank_prefix() -> str:
+    """'[rank: N] ' in the other processes of a distributed run (each reports its own error), else ''."""
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    return f"[rank: {rank}] " if rank != "0" else ""
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in ("pretrain", "finetune"):
         from lungheart_cl.lightning_cli import run_lightning_cli
 
@@ -154,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sweep":
         from lungheart_cl.sweep import run_sweep
 
+        if not args.spec.is_file():
+            raise MissingPathError(f"{args.spec}: sweep spec not found")
         return run_sweep(args.spec, args.overrides)
     if args.command == "report":
         return _run_report(args)

@@ -241,7 +241,8 @@ def _decode_all(tmp: Path, shape: tuple[int, int], offsets: np.ndarray, source: 
     problems: dict[str, Problem] = {}
     jobs = [(str(tmp), shape, int(offsets[i]), rec, plans[i], config) for i, rec in enumerate(source.recordings)]
     workers = min(workers or os.cpu_count() or 1, 8, len(jobs))
-    bar = tqdm(total=len(jobs), desc=f"caching {source.name}", unit="rec", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=f"caching {source.name}", unit="rec",
+               disable=None if progress else True)  # None: off when stderr is not a terminal (log files)
 
     def collect(recording: Recording, run) -> None:
         try:
