@@ -15,7 +15,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @pytest.mark.parametrize("dataset,recordings,patients", [("icbhi", 15, 11), ("physionet2016", 1099, 1099),
-                                                         ("circor2022", 29, 8)])
+                                                         ("circor2022", 684, 200)])
 def test_inspect_the_real_subsets(dataset, recordings, patients, shared_data, capsys):
     assert main(["data", "inspect", "--dataset", dataset, "--root", str(shared_data / dataset), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -25,6 +25,33 @@ def test_inspect_the_real_subsets(dataset, recordings, patients, shared_data, ca
         assert set(summary["sample_rates"]) == {"4000", "10000", "44100"}
     if dataset == "physionet2016":
         assert summary["recording_labels"] == {"abnormal": 482, "normal": 617}
+    if dataset == "circor2022":
+        assert summary["murmur"] == {"absent": 145, "present": 40, "unknown": 15}
+
+
+# What public copies of CirCor carry in training_data/ besides the patients' files.
+CIRCOR_STRAYS = ("LICENSE.txt", "SHA256SUMS.txt", "RECORDS", "test.m", "test.asv", "2530_AV.txt", "2530_notes.txt")
+
+
+def test_inspect_a_public_circor_copy_with_stray_files(shared_data, tmp_path, capsys):
+    """A stand-in for a complete public copy (no internet here): the 200 shared patients, linked, plus the
+    stray files such copies carry. Every patient and recording is read; each stray is a note, not a problem."""
+    real = shared_data / "circor2022"
+    copy = tmp_path / "circor2022"
+    (copy / "training_data").mkdir(parents=True)
+    for path in [*real.iterdir(), *(real / "training_data").iterdir()]:
+        if path.is_file():
+            (copy / path.relative_to(real)).symlink_to(path)
+    for name in CIRCOR_STRAYS:
+        (copy / "training_data" / name).write_text("a file of the copy, not of a patient\n")
+    assert main(["data", "inspect", "--dataset", "circor2022", "--root", str(copy), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    wavs = list((real / "training_data").glob("*.wav"))
+    assert (summary["patients"], summary["recordings"], summary["problems"]) == (200, len(wavs), [])
+    for name in CIRCOR_STRAYS:
+        assert f"{name}: belongs to no patient of training_data.csv; ignored" in summary["notes"]
+    assert main(["data", "inspect", "--dataset", "circor2022", "--root", str(copy)]) == 0
+    assert "note: test.m: belongs to no patient" in capsys.readouterr().out
 
 
 def test_synth_inspect_and_cache_a_dataset_with_one_bad_file(tmp_path, capsys):
