@@ -139,7 +139,8 @@ def test_only_listed_patients_are_read_and_other_files_are_noted(tmp_path: Path)
         (root / "training_data" / name).write_text("not a patient\n")
     dataset = read_circor2022(root)
     assert len(dataset.recordings) == 4 and dataset.problems == []
-    assert dataset.notes == [f"{name}: belongs to no patient of training_data.csv; ignored" for name in sorted(STRAY_FILES)]
+    assert dataset.notes == [f"{name}: belongs to no patient of training_data.csv; ignored"
+                             for name in sorted(STRAY_FILES)]
 
 
 def test_records_lists_the_patients_when_the_summary_is_missing(tmp_path: Path) -> None:

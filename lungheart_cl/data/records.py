@@ -24,6 +24,11 @@ class DataError(ValueError):
         self.message = message
         super().__init__(f"{path}: {message}")
 
+    def __reduce__(self):
+        # Raised in cache-build worker processes: it must unpickle in the parent (the default passes
+        # only the formatted text back to __init__, which breaks the whole pool).
+        return type(self), (self.path, self.message)
+
 
 @dataclass(frozen=True)
 class Problem:
