@@ -123,6 +123,7 @@ def test_runs_say_which_cache_they_use_and_name_every_dropped_file(tmp_path, mon
     directory = re.search(r"cache built: (\S+)", capsys.readouterr().out).group(1)
     tiny = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     caplog.set_level(logging.INFO, logger="lungheart_cl")
+    monkeypatch.setattr(logging.getLogger("lungheart_cl"), "propagate", True)  # to caplog, however it was set up
     assert main(["pretrain", "--config", str(EXPERIMENTS / "pretrain_lung_default.yaml"), *data, *tiny,
                  "--model.stats_segments", "50"]) == 0
     summary = json.loads(next(tmp_path.glob("runs/pretrain/**/pretrain-summary.json")).read_text())

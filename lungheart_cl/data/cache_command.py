@@ -17,6 +17,9 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lungheart_cl.data.cache import SegmentCache
 from lungheart_cl.data.datamodule import ClassificationDataModule, PretrainDataModule, SoundDataModule
 
+DESCRIPTION = ("Build (or find) the cache that a run with these options uses: give the run's --config YAML(s) and "
+               "--data.* overrides, as for `lungheart-cl pretrain` or `finetune` (model and trainer sections are "
+               "ignored). Prints the cache directory, its key, whether it was built or found, and every dropped file.")
 # A run YAML's data section belongs to one of these; tried in this order.
 DATA_MODULES = {"pretrain": PretrainDataModule, "finetune": ClassificationDataModule}
 # The other top-level keys of a run YAML (LightningCLI's), accepted so that a run's file parses here.
@@ -25,7 +28,7 @@ RUN_SECTIONS = ("model", "trainer", "optimizer", "lr_scheduler")
 
 def data_parser(data_class: type[SoundDataModule], *, exit_on_error: bool = True) -> LightningArgumentParser:
     """A parser of a run's command line that types its ``data`` section by `data_class`'s signature."""
-    parser = LightningArgumentParser(prog="lungheart-cl data cache", description=__doc__, parser_mode="omegaconf",
+    parser = LightningArgumentParser(prog="lungheart-cl data cache", description=DESCRIPTION, parser_mode="omegaconf",
                                      exit_on_error=exit_on_error)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a run's YAML (repeat to merge)")
     parser.add_lightning_class_args(data_class, "data")
