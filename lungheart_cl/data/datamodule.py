@@ -160,6 +160,7 @@ class SoundDataModule(L.LightningDataModule):
 
     @property
     def cache_status(self) -> str:
+        """'built' when this process built the cache, 'hit' when it found it built (e.g. by `data cache`)."""
         return "built" if self.cache_built else "hit"
 
     @rank_zero_only
