@@ -51,14 +51,11 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
                           "and accept a file without a published checksum that changed since it was recorded")
     download.add_argument("--base-url", default=None, help="fetch from this mirror (the official paths under it)")
 
-    cache = verbs.add_parser("cache", help="build (or find) the preprocessing cache of a dataset root")
-    cache.add_argument("--dataset", required=True, choices=DATASETS)
-    cache.add_argument("--root", required=True, type=Path)
-    cache.add_argument("--cache-dir", type=Path, default=Path("cache"))
-    cache.add_argument("--sample-rate", type=int, default=None)
-    cache.add_argument("--segment-seconds", type=float, default=None)
-    cache.add_argument("--padding", default="zero_center", choices=["zero_center", "repeat", "context"])
-    cache.add_argument("--skip-bad", action="store_true")
+    # Every option is a run's (--config RUN.yaml, --data.KEY VALUE), parsed by the run's own parser.
+    cache = verbs.add_parser("cache", prefix_chars="+", add_help=False,
+                             help="build (or find) the cache a run uses: [--config RUN.yaml] [--data.KEY VALUE] "
+                                  "(see `data cache --help`)")
+    cache.add_argument("options", nargs=argparse.REMAINDER)
 
 
 def _run_data(args: argparse.Namespace) -> int:
@@ -83,20 +80,9 @@ def _run_data(args: argparse.Namespace) -> int:
             return 2
         return 0
     if args.verb == "cache":
-        from lungheart_cl.data.cache import CacheConfig, build_cache
-        from lungheart_cl.data.datamodule import DEFAULTS
-        from lungheart_cl.data.sources import read_source
+        from lungheart_cl.data.cache_command import run_data_cache
 
-        defaults = DEFAULTS[args.dataset]
-        config = CacheConfig(args.sample_rate or defaults.sample_rate, args.segment_seconds or defaults.segment_seconds,
-                             args.padding)
-        cache = build_cache(read_source(args.dataset, args.root, skip_bad=args.skip_bad), config, args.cache_dir,
-                            skip_bad=args.skip_bad)
-        print(f"{cache.directory}: {len(cache)} segments of {config.segment_samples} samples; "
-              f"{len(cache.problems)} skipped file(s)")
-        for problem in cache.problems:
-            print(f"  skipped {problem}")
-        return 0
+        return run_data_cache(args.options)
     raise AssertionError(args.verb)
 
 

@@ -26,7 +26,9 @@ class DataError(UserError, ValueError):
         self.message = message
         super().__init__(f"{path}: {message}")
 
-    def __reduce__(self):  # survives the cache's worker processes (pickled with both arguments)
+    def __reduce__(self):
+        # Raised in cache-build worker processes: it must unpickle in the parent (the default passes
+        # only the formatted text back to __init__, which breaks the whole pool).
         return type(self), (self.path, self.message)
 
 
