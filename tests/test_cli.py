@@ -213,11 +213,11 @@ def test_a_file_with_nan_samples_is_skipped_or_named_by_the_parallel_cache_build
     sf.write(victim, audio, rate, subtype="FLOAT")
     capsys.readouterr()
     # the worker processes raise the DataError; it must reach the parent as itself
-    assert main(["data", "cache", "--dataset", "icbhi", "--root", str(root), "--cache-dir", str(tmp_path / "c")]) == 2
+    options = ["--data.dataset", "icbhi", "--data.root", str(root), "--data.cache_dir", str(tmp_path / "c")]
+    assert main(["data", "cache", *options]) == 2
     assert capsys.readouterr().err == f"lungheart-cl: error: {victim}: 10 samples are NaN or infinite\n"
-    assert main(["data", "cache", "--dataset", "icbhi", "--root", str(root), "--cache-dir", str(tmp_path / "c"),
-                 "--skip-bad"]) == 0
-    assert f"skipped {victim}: 10 samples are NaN" in capsys.readouterr().out
+    assert main(["data", "cache", *options, "--data.skip_bad", "true"]) == 0
+    assert f"decode: {victim}: 10 samples are NaN" in capsys.readouterr().out
 
 
 SMALL = ["--data.synthetic_patients", "24", "--data.num_workers", "0"]
