@@ -110,9 +110,14 @@ def _run_report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("pretrain", "finetune"):
+        from lungheart_cl.checkpointing import CheckpointError
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        run_lightning_cli(argv[0], argv[1:])
+        try:
+            run_lightning_cli(argv[0], argv[1:])
+        except CheckpointError as error:  # a checkpoint that cannot be used: one line naming it
+            print(f"{argv[0]}: {error}", file=sys.stderr)
+            return 2
         return 0
     parser = argparse.ArgumentParser(prog="lungheart-cl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -76,8 +76,8 @@ def make_cli(command: str, args: list[str]) -> LightningCLI:
 def run_lightning_cli(command: str, args: list[str]) -> LightningCLI:
     """pretrain: fit. finetune: fit, select on validation, then test the selected checkpoint once."""
     cli = make_cli(command, args)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"), weights_only=True)
     if command == "finetune":
         best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, weights_only=False)
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, weights_only=True)
     return cli

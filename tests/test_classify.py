@@ -44,7 +44,7 @@ def _fit_and_test(model, data, root):
                         use_distributed_sampler=False,
                         callbacks=[ModelCheckpoint(dirpath=root, monitor="val/auroc", mode="max")])
     trainer.fit(model, datamodule=data)
-    trainer.test(model, datamodule=data, ckpt_path="best", weights_only=False)
+    trainer.test(model, datamodule=data, ckpt_path="best", weights_only=True)
     return trainer
 
 
@@ -97,7 +97,7 @@ def test_incompatible_checkpoints_name_the_file_and_the_mismatch(exported, tmp_p
     torch.save({"state_dict": {"layer.weight": torch.zeros(1)}}, foreign)
     with pytest.raises(CheckpointError, match="foreign.ckpt: not a lungheart-cl"):
         Classifier(mode="linear", checkpoint=str(foreign))
-    payload = torch.load(exported, weights_only=False)
+    payload = torch.load(exported, weights_only=True)
     payload["encoder_state"].pop(next(iter(payload["encoder_state"])))
     torch.save(payload, tmp_path / "truncated.pt")
     with pytest.raises(CheckpointError, match="truncated.pt: weights do not fit"):
