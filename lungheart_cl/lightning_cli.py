@@ -30,19 +30,21 @@ class _FinetuneCLI(_CLI):
 
 def _trainer_defaults(command: str) -> dict:
     """What every run of a command gets unless the YAML or command line says otherwise."""
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor
 
-    from lungheart_cl.callbacks import EncoderExport
+    from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint
 
     loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                 "init_args": {"save_dir": "runs", "name": command}},
                {"class_path": "lungheart_cl.tracking.OfflineFirstWandbLogger",
                 "init_args": {"project": "lungheart-cl", "save_dir": "runs", "job_type": command}}]
     if command == "pretrain":  # checkpoints: best by validation kNN AUROC (higher is better), and last
-        callbacks = [ModelCheckpoint(monitor="val/knn_auroc", mode="max", save_last=True, filename="best-{epoch:02d}"),
-                     LearningRateMonitor(logging_interval="step"), EncoderExport()]
+        callbacks = [ResumableModelCheckpoint(monitor="val/knn_auroc", mode="max", save_last=True,
+                                              filename="best-{epoch:02d}"),
+                     LearningRateMonitor(logging_interval="step"), EncoderExport(), RandomStateCheckpoint()]
     else:  # model selection on the validation patients only
-        callbacks = [ModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}")]
+        callbacks = [ResumableModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}"),
+                     RandomStateCheckpoint()]
     # Our samplers shard batches over ranks themselves (metadata-stratified batches, exact evaluation).
     return {"use_distributed_sampler": False, "num_sanity_val_steps": 0, "default_root_dir": "runs",
             "log_every_n_steps": 5, "logger": loggers, "callbacks": callbacks,
