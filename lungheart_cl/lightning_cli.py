@@ -30,7 +30,7 @@ class _FinetuneCLI(_CLI):
 
 def _trainer_defaults(command: str) -> dict:
     """What every run of a command gets unless the YAML or command line says otherwise."""
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint
 
@@ -39,9 +39,10 @@ def _trainer_defaults(command: str) -> dict:
                {"class_path": "lungheart_cl.tracking.OfflineFirstWandbLogger",
                 "init_args": {"project": "lungheart-cl", "save_dir": "runs", "job_type": command}}]
     if command == "pretrain":  # checkpoints: best by validation kNN AUROC (higher is better), and last
-        callbacks = [ResumableModelCheckpoint(monitor="val/knn_auroc", mode="max", save_last=True,
-                                              filename="best-{epoch:02d}"),
-                     LearningRateMonitor(logging_interval="step"), EncoderExport(), RandomStateCheckpoint()]
+        # last.ckpt by its own callback: save_last=True rewrites it only in epochs that improve the best
+        callbacks = [ResumableModelCheckpoint(monitor="val/knn_auroc", mode="max", filename="best-{epoch:02d}"),
+                     ModelCheckpoint(filename="last"), LearningRateMonitor(logging_interval="step"),
+                     EncoderExport(), RandomStateCheckpoint()]
     else:  # model selection on the validation patients only
         callbacks = [ResumableModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}"),
                      RandomStateCheckpoint()]

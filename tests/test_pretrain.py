@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint
 from lungheart_cl.checkpointing import AtomicCheckpointIO, load_pretrained
@@ -43,8 +43,8 @@ def _trainer(root, max_epochs: int, extra_callbacks: list[Callback] = (), **kwar
                      logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                      use_distributed_sampler=False, deterministic=True, plugins=[AtomicCheckpointIO()],
                      callbacks=[*extra_callbacks, RandomStateCheckpoint(), EncoderExport(),
-                                ResumableModelCheckpoint(dirpath=root, monitor="val/knn_auroc", mode="max",
-                                                         save_last=True)], **kwargs)
+                                ResumableModelCheckpoint(dirpath=root, monitor="val/knn_auroc", mode="max"),
+                                ModelCheckpoint(dirpath=root, filename="last")], **kwargs)
 
 
 def test_fit_logs_the_monitor_checkpoints_and_exports_the_encoder(cache_dir, tmp_path):
