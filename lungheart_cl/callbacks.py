@@ -90,10 +90,12 @@ class RandomStateCheckpoint(Callback):
     """Every checkpoint carries each rank's random state; a run resumed from it sets that state again
     when its first epoch starts, so it draws the same views as the uninterrupted run.
 
-    The state is taken when the checkpoint is written (Lightning writes the default ones at the end of
-    a training epoch) and set again at ``on_train_epoch_start``, just before the epoch's data iterator is
-    created: whatever a resumed run does before (setup, restoring, hooks skipped or re-run) cannot shift
-    the stream. The batch sampler and the pair policy are seeded by (seed, epoch) and need no state.
+    The state is taken when the checkpoint is written (the default ones at the end of a training
+    epoch) and set again at the resumed run's first ``on_train_epoch_start``: the uninterrupted run
+    draws nothing in between, and whatever the resumed run does before that hook (setup, restoring,
+    building loaders, hooks skipped or re-run) cannot shift the stream. DataLoaders seed their workers
+    from their own generator and the batch sampler and pair policy are seeded by (seed, epoch), so
+    they need no state here.
     """
 
     KEY = "random_state"
