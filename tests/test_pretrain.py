@@ -123,7 +123,8 @@ class Interrupt(Callback):
             raise Interrupted
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+# with workers through the CLI by default (test_checkpointing.py); here too with `make test-slow`
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_seeded_runs_repeat_and_resume_continues_exactly(cache_dir, tmp_path, num_workers):
     def fit(root, *callbacks, ckpt_path=None):
         L.seed_everything(0)
