@@ -161,8 +161,9 @@ def _epoch_metrics(run: Path) -> dict[int, dict[str, float]]:
     return out
 
 
-# Two workers: each new DataLoader iterator seeds its workers, and persistent workers start only once in the
-# uninterrupted run but again after a resume; without workers only the views draw random numbers.
+# Two workers: a DataLoader iterator draws its workers' seed when it is created, persistent workers start once in
+# the uninterrupted run but again after a resume, and they prefetch as soon as Lightning builds the first
+# iterator, before it sets the sampler's epoch. Without workers, only the views' random state matters.
 @pytest.fixture(scope="module", params=[2, pytest.param(0, marks=pytest.mark.slow)], ids=["workers2", "workers0"])
 def uninterrupted(request, cache_dir, tmp_path_factory) -> tuple[int, Path]:
     """A 3-epoch CLI pretraining (seed 0), uninterrupted: (num_workers, its run folder)."""
