@@ -126,7 +126,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in ("pretrain", "finetune"):
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        run_lightning_cli(argv[0], argv[1:])
+        run_lightning_cli(argv[0], argv[1:])  # a CheckpointError is a UserError: one line from `main`
         return 0
     parser = argparse.ArgumentParser(prog="lungheart-cl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -51,17 +51,20 @@ def _trainer_defaults(command: str) -> dict:
     """What every run of a command gets unless the YAML or command line says otherwise."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from lungheart_cl.callbacks import EncoderExport
+    from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint
 
     loggers = [{"class_path": "lungheart_cl.tracking.RunFolderCSVLogger",
                 "init_args": {"save_dir": "runs", "name": command}},
                {"class_path": "lungheart_cl.tracking.OfflineFirstWandbLogger",
                 "init_args": {"project": "lungheart-cl", "save_dir": "runs", "job_type": command}}]
     if command == "pretrain":  # checkpoints: best by validation kNN AUROC (higher is better), and last
-        callbacks = [ModelCheckpoint(monitor="val/knn_auroc", mode="max", save_last=True, filename="best-{epoch:02d}"),
-                     LearningRateMonitor(logging_interval="step"), EncoderExport()]
+        # last.ckpt by its own callback: save_last=True rewrites it only in epochs that improve the best
+        callbacks = [ResumableModelCheckpoint(monitor="val/knn_auroc", mode="max", filename="best-{epoch:02d}"),
+                     ModelCheckpoint(filename="last"), LearningRateMonitor(logging_interval="step"),
+                     EncoderExport(), RandomStateCheckpoint()]
     else:  # model selection on the validation patients only
-        callbacks = [ModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}")]
+        callbacks = [ResumableModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}"),
+                     RandomStateCheckpoint()]
     # Our samplers shard batches over ranks themselves (metadata-stratified batches, exact evaluation).
     return {"use_distributed_sampler": False, "num_sanity_val_steps": 0, "default_root_dir": "runs",
             "log_every_n_steps": 5, "logger": loggers, "callbacks": callbacks,
@@ -135,8 +138,8 @@ def run_lightning_cli(command: str, args: list[str]) -> LightningCLI:
     """pretrain: fit. finetune: fit, select on validation, then test the selected checkpoint once."""
     cli = make_cli(command, args)
     check_resume_checkpoint(command, cli.config.get("ckpt_path"), cli.model)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"), weights_only=True)
     if command == "finetune":
         best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, weights_only=False)
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, weights_only=True)
     return cli

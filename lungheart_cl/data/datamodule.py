@@ -95,6 +95,7 @@ class SoundDataModule(L.LightningDataModule):
         self.synthetic_patients, self.synthetic_seed = synthetic_patients, synthetic_seed
         self.cache: SegmentCache | None = None
         self.cache_built = False  # whether this process built the cache (else it found it built)
+        self.start_epoch = 0  # the epoch a resumed fit continues at (see `state_dict`)
         # log the resolved defaults, not None, so runs compare cleanly and match the model's linked values
         self.hparams.update(sample_rate=self.cache_config.sample_rate, segment_seconds=self.cache_config.segment_seconds,
                             task=self.task.name, split=self.split_config.strategy)
@@ -209,8 +210,25 @@ class SoundDataModule(L.LightningDataModule):
             yield dataset.__getitems__(rows[start:start + size].tolist())
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_batch,
-                          persistent_workers=self.num_workers > 0, pin_memory=False, **kwargs)
+        # worker seeds come from the loader's own generator: a new iterator (every epoch, or after a
+        # resume with persistent workers) never draws from the global RNG that the views use
+        loader = DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_batch,
+                            persistent_workers=self.num_workers > 0, pin_memory=False,
+                            generator=torch.Generator().manual_seed(0), **kwargs)
+        for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(self.start_epoch)
+        return loader
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch a fit resumed from this checkpoint continues at. Lightning builds the first training
+        iterator, which workers prefetch from at once, before it sets the samplers' epoch (and before it
+        restores its loops), so the loaders must start the samplers there themselves."""
+        trainer = self.trainer
+        return {"epoch": int(trainer.fit_loop.epoch_progress.current.processed)} if trainer is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.start_epoch = int(state_dict.get("epoch", 0))
 
     def teardown(self, stage: str) -> None:
         """End the persistent workers of every loader of the run, so that none outlives it."""
