@@ -104,6 +104,9 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error is printed as one line (exit code 2) unless debugging is asked for."""
+    from lungheart_cl.runtime import keep_freed_memory
+
+    keep_freed_memory()  # before any tensor exists: training steps reuse freed memory instead of faulting
     argv = list(sys.argv[1:] if argv is None else argv)
     # DDP's launcher re-executes sys.argv, so its ranks see the same flag
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
