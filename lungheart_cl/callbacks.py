@@ -22,17 +22,35 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
+def _export_directory(trainer: L.Trainer) -> Path:
+    checkpoint = _checkpoint_callback(trainer)
+    return Path(checkpoint.dirpath) if checkpoint and checkpoint.dirpath else Path(trainer.default_root_dir)
+
+
 class EncoderExport(Callback):
-    """At the end of pretraining, write ``encoder-best.pt`` (best validation kNN AUROC) and
-    ``encoder-last.pt`` beside the checkpoints, plus ``pretrain-summary.json``."""
+    """Write ``encoder-init.pt`` as training starts (the same network, front end and statistics before
+    any pretraining: the random-init baseline that differs from the pretrained encoder only in its
+    weights), and at the end ``encoder-best.pt`` (best validation kNN AUROC), ``encoder-last.pt`` and
+    ``pretrain-summary.json``, beside the checkpoints."""
+
+    def _provenance(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        return {"scheme": pl_module.hparams.get("scheme"), "epoch": trainer.current_epoch,
+                "global_step": trainer.global_step, "data": pl_module.pretraining_data(),
+                "knn_auroc_init": pl_module.knn_auroc_init}
+
+    @rank_zero_only
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the module's on_train_start (statistics fitted, initial kNN scored); never on resume
+        if trainer.global_step == 0 and trainer.current_epoch == 0:
+            provenance = {**self._provenance(trainer, pl_module), "initial_weights": True}
+            export_encoder(pl_module.encoder, pl_module.frontend, _export_directory(trainer) / "encoder-init.pt",
+                           provenance)
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         checkpoint = _checkpoint_callback(trainer)
-        directory = Path(checkpoint.dirpath) if checkpoint and checkpoint.dirpath else Path(trainer.default_root_dir)
-        provenance = {"scheme": pl_module.hparams.get("scheme"), "epoch": trainer.current_epoch,
-                      "global_step": trainer.global_step, "data": pl_module.pretraining_data(),
-                      "knn_auroc_init": pl_module.knn_auroc_init}
+        directory = _export_directory(trainer)
+        provenance = self._provenance(trainer, pl_module)
         last = export_encoder(pl_module.encoder, pl_module.frontend, directory / "encoder-last.pt", provenance)
         best_path = checkpoint.best_model_path if checkpoint else ""
         best = export_from_checkpoint(Path(best_path), directory / "encoder-best.pt") if best_path else last

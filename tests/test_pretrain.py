@@ -66,6 +66,13 @@ def test_fit_logs_the_monitor_checkpoints_and_exports_the_encoder(cache_dir, tmp
     torch.testing.assert_close(exported.frontend.mel_mean, model.frontend.mel_mean)
     from_checkpoint = load_pretrained(tmp_path / "last.ckpt")  # the Lightning checkpoint works too
     assert from_checkpoint.encoder.config == model.encoder.config
+    initial = load_pretrained(tmp_path / "encoder-init.pt")  # the random-init baseline of the same network
+    assert initial.provenance["initial_weights"] and initial.provenance["knn_auroc_init"] == model.knn_auroc_init
+    torch.testing.assert_close(initial.frontend.mel_mean, model.frontend.mel_mean)
+    L.seed_everything(0)
+    for key, value in _model().encoder.state_dict().items():  # the seeded initial weights, not trained ones
+        torch.testing.assert_close(initial.encoder.state_dict()[key], value)
+    assert not torch.equal(initial.encoder.state_dict()["features.0.weight"], exported.encoder.state_dict()["features.0.weight"])
 
 
 class PairRecorder(Callback):
