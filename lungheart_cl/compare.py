@@ -30,12 +30,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
 from lungheart_cl.data.tasks import get_task
 from lungheart_cl.metrics import MetricFn, Predictions, metric_function
-from lungheart_cl.report import METRIC_NAMES, MODES, cell_key, latest_per_seed, scan_results, x_label
+from lungheart_cl.report import METRIC_NAMES, cell_key, latest_per_seed, scan_results, x_label
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,14 @@ class Method:
 
 def parse_method(text: str) -> Method:
     """``time_mask:linear`` -> Method("time_mask", "linear"); ``random_init`` -> Method("random_init")."""
+    from lungheart_cl.classify import Mode  # the classifier's modes, the one list of them
+
+    modes = get_args(Mode)
     scheme, colon, mode = str(text).rpartition(":")
     if not colon:
         scheme, mode = mode, ""
-    if not scheme or (colon and mode not in MODES):
-        raise ComparisonError(f"method {text!r} is not SCHEME or SCHEME:MODE with MODE one of {', '.join(MODES)}")
+    if not scheme or (colon and mode not in modes):
+        raise ComparisonError(f"method {text!r} is not SCHEME or SCHEME:MODE with MODE one of {', '.join(modes)}")
     return Method(scheme, mode or None)
 
 
