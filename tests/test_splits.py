@@ -141,6 +141,19 @@ def test_label_budgets_are_exact_nested_and_stratified(seed):
         previous = chosen
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_budgets_nest_over_three_classes_where_per_class_rounding_would_not(seed):
+    """Classes of 2, 6 and 9 patients: largest-remainder rounding gives (2, 4, 6) of 12 but (1, 5, 7) of 13, so
+    the 13 would not contain the 12 (the Alabama paradox); prefixes of one ordering always do."""
+    strata = {f"p{i:02d}": 0 if i < 2 else 1 if i < 8 else 2 for i in range(17)}
+    previous: set[str] = set()
+    for budget in range(3, 18):
+        chosen = set(label_budget_patients(sorted(strata), strata, budget, seed))
+        assert len(chosen) == budget and previous <= chosen, budget
+        assert {strata[p] for p in chosen} == {0, 1, 2}
+        previous = chosen
+
+
 def test_every_class_is_in_the_smallest_budget_and_seeds_draw_other_patients():
     strata = {f"p{i}": 0 for i in range(50)} | {"q0": 1, "q1": 1} | {"r0": 2, "r1": 2, "r2": 2}
     for seed in range(10):
