@@ -71,8 +71,7 @@ PUBLISHED_CSV = "soni2022_published_auroc.csv"
 PUBLISHED_DATASETS = {"icbhi2017": "icbhi"}  # the study's dataset names -> ours
 PUBLISHED_LEVELS = {"physionet2016": "recording", "icbhi": "segment"}
 PUBLISHED_LABEL = "Soni et al. 2022"
-AXIS_NAMES = {"fraction": "label fraction (log scale)",
-              "budget": "labelled training patients (log scale; PhysioNet 2016: recordings)"}
+AXIS_NAMES = {"fraction": "label fraction (log scale)", "budget": "labelled training patients (log scale)"}
 
 
 @dataclass(frozen=True)
@@ -236,7 +235,7 @@ def sort_rows(rows: Iterable[Row]) -> list[Row]:
     def order(row: Row) -> tuple:
         mode = MODES.index(row.mode) if row.mode in MODES else len(MODES)
         baseline = row.scheme in BASELINE_STYLES
-        return row.dataset, row.task, mode, row.mode, baseline, row.scheme, row.axis, row.x, row.source
+        return row.dataset, row.task, mode, row.mode, baseline, row.scheme, row.axis != "fraction", row.x, row.source
     return sorted(rows, key=order)
 
 
@@ -394,7 +393,7 @@ def _format_axes(ax, xs: Sequence[float], axis: str, metric: str, title: str) ->
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(FixedLocator(list(xs)))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([x_label(axis, x) for x in xs])
+    ax.set_xticklabels([fraction_label(x) if axis == "fraction" else f"{x:g}" for x in xs])
     ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
     ax.set_xlabel(AXIS_NAMES[axis])
     ax.set_title(title, fontsize=11)
