@@ -331,8 +331,11 @@ def _sigterm_stops_the_sweep() -> Iterator[None]:
 
 def run_sweep(spec_path: Path, overrides: list[str] | None = None) -> int:
     """0: every run done, report written; 2: bad spec or run arguments (each bad run named on stderr, nothing
-    run); 128 + SIGTERM: interrupted (finished runs kept; the same command resumes with the interrupted run)."""
+    run), or a comparison of the spec that cannot be made (runs kept, report written); 128 + SIGTERM: interrupted
+    (finished runs kept; the same command resumes with the interrupted run)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lungheart_cl.compare import ComparisonError
 
     sweep = Sweep(SweepSpec.load(spec_path, overrides))
     problems = sweep.check()
@@ -348,4 +351,7 @@ def run_sweep(spec_path: Path, overrides: list[str] | None = None) -> int:
         print(f"sweep: interrupted ({stop or 'SIGTERM'}); finished runs are kept and the same command resumes",
               file=sys.stderr)
         return 128 + signal.SIGTERM
+    except ComparisonError as error:
+        print(f"sweep: every run is done and the report written, but a comparison failed: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -260,6 +260,21 @@ def _budget_sweep(folder: Path, cache: Path, baselines: list[dict], seeds: list[
     return runs, results
 
 
+def test_a_comparison_that_cannot_be_made_ends_the_finished_sweep_with_one_line(tmp_path, monkeypatch, capsys):
+    from test_compare import write_runs
+
+    from lungheart_cl.sweep import run_sweep
+
+    overrides = [f"runs_dir={tmp_path}", "seeds=[0]", "label_fractions=[]", "label_budgets=[20]",
+                 "evaluations=[]", "baselines=[]", "compare=[[random_init,tme_mask]]"]
+    write_runs(tmp_path / "results", signal=1.0)
+    assert run_sweep(REPO / "experiments/finetune_grid_default.yaml", overrides) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "sweep: every run is done and the report written, but a comparison failed: no results of tme_mask; the "
+        "results hold better:linear, random_init:linear"]
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
 def test_a_budget_sweep_through_the_cli_names_its_runs_by_budget_and_reports_them(tmp_path, cache_dir):
     _budget_sweep(tmp_path, cache_dir, BASELINES[:1], seeds=[0])
 
