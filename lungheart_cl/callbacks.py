@@ -1,11 +1,17 @@
-"""Callbacks: export the pretrained encoder on its own, and print a run summary a user can act on."""
+"""Callbacks: export the pretrained encoder on its own and print a run summary a user can act on;
+make a run resumed from a checkpoint continue exactly like the uninterrupted one."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -56,3 +62,81 @@ def _format(summary: dict) -> str:
         f"  best checkpoint:      {summary['best_checkpoint']}",
         f"  exported encoder:     {summary['encoder_best']}",
         "  next: make finetune   (uses the newest exported encoder)", ""])
+
+
+def capture_random_state(device: torch.device) -> dict[str, Any]:
+    """torch (CPU, and `device` if it is a GPU), numpy and Python random states as tensors and plain data,
+    so a checkpoint holding them still loads with ``weights_only=True``."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, key.tolist(), pos, has_gauss, gauss],
+             "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_random_state(state: dict[str, Any], device: torch.device) -> None:
+    """Set the generators `capture_random_state` read."""
+    torch.set_rng_state(state["torch"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class RandomStateCheckpoint(Callback):
+    """Every checkpoint carries each rank's random state; a run resumed from it sets that state again
+    when its first epoch starts, so it draws the same views as the uninterrupted run.
+
+    The state is taken when the checkpoint is written (the default ones at the end of a training
+    epoch) and set again at the resumed run's first ``on_train_epoch_start``: the uninterrupted run
+    draws nothing in between, and whatever the resumed run does before that hook (setup, restoring,
+    building loaders, hooks skipped or re-run) cannot shift the stream. DataLoaders seed their workers
+    from their own generator and the batch sampler and pair policy are seeded by (seed, epoch), so
+    they need no state here.
+    """
+
+    KEY = "random_state"
+
+    def __init__(self) -> None:
+        self._pending: list[dict[str, Any]] | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        state = capture_random_state(pl_module.device)
+        ranks = [state]
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            ranks = [None] * trainer.world_size  # every rank writes a checkpoint together; rank 0 keeps it
+            dist.all_gather_object(ranks, state)
+        checkpoint[self.KEY] = ranks
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._pending = checkpoint.get(self.KEY)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._pending:
+            return
+        ranks, self._pending = self._pending, None
+        # with another number of processes the run cannot repeat exactly; each rank still continues a saved stream
+        restore_random_state(ranks[trainer.global_rank % len(ranks)], pl_module.device)
+
+
+class ResumableModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that keeps the best-so-far of the run it resumes.
+
+    A resumed CLI run logs to a new version folder, so its checkpoint folder differs from the one
+    saved; Lightning then reloads only ``best_model_path`` and the next epoch would become "best"
+    whatever its score. Here the scores of the earlier checkpoints are kept too (their files stay where
+    they are: Lightning never deletes checkpoints outside its own folder).
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        same_folder = state_dict.get("dirpath", self.dirpath) == self.dirpath
+        self.best_model_score = state_dict["best_model_score"]
+        self.best_model_path = state_dict["best_model_path"]
+        self.best_k_models = state_dict.get("best_k_models", self.best_k_models)
+        self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+        if same_folder:
+            self.last_model_path = state_dict.get("last_model_path", self.last_model_path)

@@ -1,13 +1,17 @@
-"""Checkpoints written atomically, exported encoders, and loading either back with clear errors.
+"""Checkpoints written atomically, exported encoders, and loading either back safely with clear errors.
 
 An exported encoder (``encoder-best.pt``) holds the encoder's class path and arguments, its
 weights, the front end's settings and training statistics, and where it came from; the
 classifier rebuilds exactly that network from it or from a full Lightning checkpoint.
+Everything we save is tensors and plain Python data, so every file is read with
+``torch.load(weights_only=True)``: a crafted checkpoint is refused, never executed.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +20,14 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lungheart_cl.encoders import Encoder, build_encoder
+from lungheart_cl.errors import UserError
 from lungheart_cl.frontend import LogMelFrontend
 
 EXPORT_FORMAT = "lungheart-cl-encoder"
 EXPORT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used here, naming the file and the mismatch."""
 
 
@@ -39,10 +44,14 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes through a temporary file and an atomic rename."""
+    """Lightning checkpoint IO that writes through a temporary file and an atomic rename, and reads
+    with `read_checkpoint` (resume, test of the selected checkpoint): never code, whatever the caller asks."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         atomic_torch_save(checkpoint, Path(path))
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict:
+        return read_checkpoint(Path(path), map_location if map_location is not None else "cpu")
 
 
 @dataclass
@@ -63,17 +72,41 @@ def substate(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def read_checkpoint(path: Path) -> dict:
-    """A torch checkpoint as a dict, or a CheckpointError naming the file and what is wrong with it."""
+def _unsafe_content(error: pickle.UnpicklingError) -> str | None:
+    """What torch's weights-only unpickler refused (e.g. "the Python object io.open"), or None."""
+    text = str(error)
+    if "Weights only load failed" not in text:
+        return None
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"a reference to the Python object {found.group(1)}"
+    detail = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    return detail.group(1).strip() if detail else "content other than tensors and plain data"
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
+    """A torch file (checkpoint, exported encoder, statistics) as a dict, loaded with weights_only=True,
+    or a one-line CheckpointError naming the file and what is wrong with it."""
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = _unsafe_content(error)
+        if unsafe is None:
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_one_line(error)})") from error
+        raise CheckpointError(f"{path}: refused, it holds {unsafe}; checkpoints are loaded as tensors and plain "
+                              f"data only, never as code (was it written by lungheart-cl?)") from error
     except Exception as error:  # torch raises several types for a truncated or foreign file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_one_line(error)})") from error
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a lungheart-cl checkpoint (a {type(payload).__name__})")
     return payload
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
 
 
 def export_encoder(encoder: Encoder, frontend: LogMelFrontend, path: Path, provenance: dict) -> Path:
@@ -93,23 +126,10 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
     """Encoder + front end from an exported encoder or a pretraining Lightning checkpoint."""
     path = Path(path)
     payload = read_checkpoint(path)
-    if payload.get("format") == EXPORT_FORMAT:
-        encoder_config, frontend_config = payload["encoder_config"], payload["frontend_config"]
-        encoder_state, frontend_state = payload["encoder_state"], payload["frontend_state"]
-        provenance = dict(payload.get("provenance", {}))
-    elif "lungheart_cl" in payload and "state_dict" in payload:
-        meta = payload["lungheart_cl"]
-        encoder_config, frontend_config = meta["encoder_config"], meta["frontend_config"]
-        encoder_state = substate(payload["state_dict"], "encoder.")
-        frontend_state = substate(payload["state_dict"], "frontend.")
-        if meta.get("kind") != "pretrain":
-            raise CheckpointError(f"{path}: a {meta.get('kind')} checkpoint, not a pretraining one")
-        provenance = {"checkpoint": str(path), "scheme": meta.get("scheme"), "data": meta.get("data", {}),
-                      "epoch": payload.get("epoch"),
-                      "global_step": payload.get("global_step"), "knn_auroc_init": meta.get("knn_auroc_init")}
-    else:
-        raise CheckpointError(f"{path}: not a lungheart-cl pretraining checkpoint or exported encoder "
-                              f"(keys: {sorted(payload)[:8]})")
+    try:
+        encoder_config, frontend_config, encoder_state, frontend_state, provenance = _pretrained_parts(path, payload)
+    except KeyError as error:
+        raise CheckpointError(f"{path}: incomplete lungheart-cl checkpoint (no {error} entry)") from error
     encoder = build_encoder(encoder_config)
     result = encoder.load_state_dict(encoder_state, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -121,6 +141,28 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
     provenance["checkpoint"] = str(path)
     provenance["encoder"] = encoder_config
     return PretrainedEncoder(encoder, _frontend_from(frontend_config, frontend_state), provenance)
+
+
+def _pretrained_parts(path: Path, payload: dict) -> tuple[dict, dict, dict, dict, dict]:
+    """(encoder config, front-end config, encoder state, front-end state, provenance) of either format."""
+    if payload.get("format") == EXPORT_FORMAT:
+        encoder_config, frontend_config = payload["encoder_config"], payload["frontend_config"]
+        encoder_state, frontend_state = payload["encoder_state"], payload["frontend_state"]
+        provenance = dict(payload.get("provenance", {}))
+    elif "lungheart_cl" in payload and "state_dict" in payload:
+        meta = payload["lungheart_cl"]
+        if meta.get("kind") != "pretrain":
+            raise CheckpointError(f"{path}: a {meta.get('kind')} checkpoint, not a pretraining one")
+        encoder_config, frontend_config = meta["encoder_config"], meta["frontend_config"]
+        encoder_state = substate(payload["state_dict"], "encoder.")
+        frontend_state = substate(payload["state_dict"], "frontend.")
+        provenance = {"checkpoint": str(path), "scheme": meta.get("scheme"), "data": meta.get("data", {}),
+                      "epoch": payload.get("epoch"),
+                      "global_step": payload.get("global_step"), "knn_auroc_init": meta.get("knn_auroc_init")}
+    else:
+        raise CheckpointError(f"{path}: not a lungheart-cl pretraining checkpoint or exported encoder "
+                              f"(keys: {sorted(payload)[:8]})")
+    return encoder_config, frontend_config, encoder_state, frontend_state, provenance
 
 
 def check_same_encoder(requested: dict | None, loaded: dict, path: Path) -> None:

@@ -11,16 +11,23 @@
 
 `pretrain` and `finetune` hand their arguments to Lightning's CLI, so every constructor argument
 of the model, data module and trainer can be set from YAML or as `--trainer.max_epochs 50`.
+
+Bad input (a missing root, a bad file, a rejected setting) is one line on stderr and exit code 2;
+`--debug` anywhere on the command line (or LUNGHEART_DEBUG=1) shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from lungheart_cl.data.sources import DATASETS
+from lungheart_cl.errors import MissingPathError, UserError
+
+DEBUG_FLAG, DEBUG_ENV = "--debug", "LUNGHEART_DEBUG"
 
 
 def _data_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,14 +52,11 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
                           "and accept a file without a published checksum that changed since it was recorded")
     download.add_argument("--base-url", default=None, help="fetch from this mirror (the official paths under it)")
 
-    cache = verbs.add_parser("cache", help="build (or find) the preprocessing cache of a dataset root")
-    cache.add_argument("--dataset", required=True, choices=DATASETS)
-    cache.add_argument("--root", required=True, type=Path)
-    cache.add_argument("--cache-dir", type=Path, default=Path("cache"))
-    cache.add_argument("--sample-rate", type=int, default=None)
-    cache.add_argument("--segment-seconds", type=float, default=None)
-    cache.add_argument("--padding", default="zero_center", choices=["zero_center", "repeat", "context"])
-    cache.add_argument("--skip-bad", action="store_true")
+    # Every option is a run's (--config RUN.yaml, --data.KEY VALUE), parsed by the run's own parser.
+    cache = verbs.add_parser("cache", prefix_chars="+", add_help=False,
+                             help="build (or find) the cache a run uses: [--config RUN.yaml] [--data.KEY VALUE] "
+                                  "(see `data cache --help`)")
+    cache.add_argument("options", nargs=argparse.REMAINDER)
 
 
 def _run_data(args: argparse.Namespace) -> int:
@@ -77,20 +81,9 @@ def _run_data(args: argparse.Namespace) -> int:
             return 2
         return 0
     if args.verb == "cache":
-        from lungheart_cl.data.cache import CacheConfig, build_cache
-        from lungheart_cl.data.datamodule import DEFAULTS
-        from lungheart_cl.data.sources import read_source
+        from lungheart_cl.data.cache_command import run_data_cache
 
-        defaults = DEFAULTS[args.dataset]
-        config = CacheConfig(args.sample_rate or defaults.sample_rate, args.segment_seconds or defaults.segment_seconds,
-                             args.padding)
-        cache = build_cache(read_source(args.dataset, args.root, skip_bad=args.skip_bad), config, args.cache_dir,
-                            skip_bad=args.skip_bad)
-        print(f"{cache.directory}: {len(cache)} segments of {config.segment_samples} samples; "
-              f"{len(cache.problems)} skipped file(s)")
-        for problem in cache.problems:
-            print(f"  skipped {problem}")
-        return 0
+        return run_data_cache(args.options)
     raise AssertionError(args.verb)
 
 
@@ -111,11 +104,30 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error is printed as one line (exit code 2) unless debugging is asked for."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # DDP's launcher re-executes sys.argv, so its ranks see the same flag
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return _dispatch([arg for arg in argv if arg != DEBUG_FLAG])
+    except UserError as error:
+        if debug:
+            raise
+        print(f"{_rank_prefix()}lungheart-cl: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _rank_prefix() -> str:
+    """'[rank: N] ' in the other processes of a distributed run (each reports its own error), else ''."""
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    return f"[rank: {rank}] " if rank != "0" else ""
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in ("pretrain", "finetune"):
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        run_lightning_cli(argv[0], argv[1:])
+        run_lightning_cli(argv[0], argv[1:])  # a CheckpointError is a UserError: one line from `main`
         return 0
     parser = argparse.ArgumentParser(prog="lungheart-cl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sweep":
         from lungheart_cl.sweep import run_sweep
 
+        if not args.spec.is_file():
+            raise MissingPathError(f"{args.spec}: sweep spec not found")
         return run_sweep(args.spec, args.overrides)
     if args.command == "report":
         return _run_report(args)

@@ -71,7 +71,11 @@ class ContrastivePretraining(L.LightningModule):
         if data.sample_rate != self.frontend.sample_rate:
             raise ValueError(f"model front end expects {self.frontend.sample_rate} Hz audio but the data module "
                              f"serves {data.sample_rate} Hz; set model.sample_rate (the CLI links it)")
-        if stage == "fit" and not bool(self.frontend.fitted):
+
+    def on_fit_start(self) -> None:
+        # after a checkpoint is restored: a resumed run keeps the statistics it was trained with
+        data = self.trainer.datamodule
+        if data is not None and not bool(self.frontend.fitted):
             from lungheart_cl.data.statistics import fit_frontend_statistics
 
             fit_frontend_statistics(self.frontend, data, max_segments=self.hparams.stats_segments)
@@ -167,7 +171,7 @@ class ContrastivePretraining(L.LightningModule):
 
     def on_train_start(self) -> None:
         data = self.trainer.datamodule
-        if data is not None and self.knn_auroc_init is None:
+        if data is not None and self.knn_auroc_init is None:  # a resumed run has it from the checkpoint
             self.knn_auroc_init = self.evaluate_knn(data)
             self.log("val/knn_auroc_init", self.knn_auroc_init, sync_dist=True)  # identical on every rank
 

@@ -147,7 +147,7 @@ def _flag_args(args: dict[str, Any]) -> list[str]:
 
 def _loggers(save_dir: Path, name: str, group: str, job_type: str, project: str) -> list[str]:
     """CSV + offline-first W&B loggers for one run, grouped by scheme so W&B compares fractions."""
-    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+    loggers = [{"class_path": "lungheart_cl.tracking.RunFolderCSVLogger",
                 "init_args": {"save_dir": str(save_dir), "name": name}},
                {"class_path": "lungheart_cl.tracking.OfflineFirstWandbLogger",
                 "init_args": {"project": project, "save_dir": str(save_dir), "name": name, "group": group,

@@ -1,7 +1,14 @@
-"""The preprocessing cache: segmentation, padding policies, keys, atomic builds, skipped files."""
+"""The preprocessing cache: segmentation, padding policies, keys, atomic builds, skipped files, permissions,
+and what a killed build leaves (checked with a real kill -9 of `lungheart-cl data cache`)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,9 +16,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from lungheart_cl.cli import main
 from lungheart_cl.data import cache as cache_module
+from lungheart_cl.data.build_folders import remove_stale_builds
 from lungheart_cl.data.cache import CacheConfig, SegmentSpec, build_cache, cache_directory, cut_segment, plan_segments
 from lungheart_cl.data.records import DataError, Event, Patient, Recording, SourceDataset
+from lungheart_cl.data.synthetic import synthesize
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _write(path: Path, seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -128,12 +140,25 @@ def test_skip_bad_drops_the_recording_and_reports_it(tmp_path):
     sf.write(tmp_path / "bad.wav", np.full(8000, np.inf, dtype=np.float32), 4000, subtype="FLOAT")
     built = build_cache(source, CacheConfig(4000, 1.0), tmp_path / "cache", workers=1, skip_bad=True, progress=False)
     assert built.manifest["recording_id"].tolist() == ["good", "also_good"]
-    assert len(built.problems) == 1 and "bad.wav" in built.problems[0]
+    assert [(d["stage"], Path(d["file"]).name) for d in built.dropped] == [("decode", "bad.wav")]
+    assert "infinite" in built.dropped[0]["problem"]
     expected = sf.read(tmp_path / "also_good.wav", dtype="float32")[0]
     expected = (expected - expected.mean()) / expected.std()
     row = np.asarray(built.segments[1], dtype=np.float32)
     lo, hi = built.manifest["valid_start"][1], built.manifest["valid_end"][1]
     np.testing.assert_allclose(row[lo:hi], expected[2000:4000], atol=2e-3)  # compacted rows stay aligned
+
+
+def test_parallel_build_drops_a_recording_that_fails_to_decode(tmp_path):
+    """The worker's DataError reaches the builder intact (it once broke the whole process pool)."""
+    source = _source(tmp_path, [(f"r{i}", 2.0, 4000, (Event(0.0, 1.0),)) for i in range(4)])
+    signal = np.zeros(8000, dtype=np.float32)
+    signal[7] = np.nan
+    sf.write(tmp_path / "r2.wav", signal, 4000, subtype="FLOAT")
+    built = build_cache(source, CacheConfig(4000, 1.0), tmp_path / "cache", workers=2, skip_bad=True, progress=False)
+    assert built.manifest["recording_id"].tolist() == ["r0", "r1", "r3"]
+    assert built.dropped == [{"stage": "decode", "file": str(tmp_path / "r2.wav"),
+                              "problem": "1 samples are NaN or infinite"}]
 
 
 def test_interrupted_build_leaves_nothing_usable(tmp_path, monkeypatch):
@@ -165,3 +190,155 @@ def test_real_icbhi_subset_caches_every_cycle(shared_data, tmp_path):
     assert len(built) == sum(len(r.events) for r in source.recordings) == 146
     assert np.isfinite(np.asarray(built.segments, dtype=np.float32)).all()
     assert set(built.manifest["patient_id"].tolist()) == set(source.patients)
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_published_cache_follows_the_umask(tmp_path, umask):
+    """A cache on shared storage is readable by the group when the umask says so (not mkdtemp's 0700)."""
+    source = _source(tmp_path, [("a", 2.0, 4000, (Event(0.0, 1.0),)), ("b", 2.0, 4000, (Event(0.0, 1.0),))])
+    previous = os.umask(umask)
+    try:
+        built = build_cache(source, CacheConfig(4000, 1.0), tmp_path / "cache", workers=2, progress=False)
+    finally:
+        os.umask(previous)
+    assert built.directory.stat().st_mode & 0o777 == 0o777 & ~umask
+    for path in built.directory.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_build_folders_of_dead_builders_are_removed_live_ones_kept(tmp_path):
+    host = socket.gethostname()
+    names = {
+        "dead": f".building-icbhi-4000hz-0123456789abcdef.{_dead_pid()}@{host}.00ff",
+        "live": f".building-icbhi-4000hz-0123456789abcdef.{os.getpid()}@{host}.00fe",  # a concurrent build
+        "other host": f".building-icbhi-4000hz-0123456789abcdef.{_dead_pid()}@not-{host}.00fd",
+        "unknown builder": ".building-icbhi-4000hz-0123456789abcdef-x1y2z3",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "segments.f16").write_bytes(b"partial")
+    assert remove_stale_builds(tmp_path) == [tmp_path / names["dead"]]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(n for k, n in names.items() if k != "dead")
+
+
+# `lungheart-cl data cache` whose two pool workers wait, mid-recording, until the file {release} exists.
+HELD_BUILD = """
+import os, sys, time
+from lungheart_cl.data import build_folders, cache
+
+decode = cache.decode_segments
+
+def held(*args, **kwargs):
+    for _ in range(12000):  # at most 10 minutes, so a failed test leaves no process behind for long
+        if os.path.exists({release!r}):
+            return decode(*args, **kwargs)
+        time.sleep(0.05)
+    os._exit(3)
+
+cache.decode_segments = held
+os.cpu_count = lambda: 2  # two pool workers, whatever this machine has
+{patch}
+from lungheart_cl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+# Without prctl (not Linux) the workers watch their parent instead.
+WITHOUT_PRCTL = "build_folders._kill_me_when_parent_dies = lambda: False"
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to see the workers")
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie lingers until init reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _wait_for(condition, what: str, seconds: float = 300.0) -> None:
+    """Poll until `condition()` holds; the bound only stops a broken run from hanging the suite."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+def _cache_options(root: Path, cache: Path) -> list[str]:
+    return ["data", "cache", "--data.dataset", "physionet2016", "--data.root", str(root),
+            "--data.cache_dir", str(cache)]
+
+
+def _held_build(root: Path, cache: Path, release: Path, log: Path, patch: str = "") -> subprocess.Popen:
+    """A `data cache` subprocess whose workers hold, once its build folder and both workers exist. Its
+    output goes to `log`, not to pipes, which orphaned workers would keep open."""
+    script = HELD_BUILD.format(release=str(release), patch=patch)
+    with log.open("w") as output:
+        builder = subprocess.Popen([sys.executable, "-c", script, *_cache_options(root, cache)],
+                                   env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=output, stderr=output, text=True)
+    _wait_for(lambda: builder.poll() is not None or (list(cache.glob(".building-*"))
+                                                      and len(_children(builder.pid)) == 2),
+              "the build folder and two pool workers")
+    assert builder.poll() is None, log.read_text()[-2000:]
+    return builder
+
+
+def _end(processes: list[int]) -> None:
+    """Kill what a failed test left running (a passing one leaves nothing)."""
+    for pid in processes:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def heart_root(tmp_path_factory) -> Path:
+    return synthesize("physionet2016", tmp_path_factory.mktemp("heart") / "physionet2016", patients=6)
+
+
+@needs_proc
+@pytest.mark.parametrize("patch", ["", WITHOUT_PRCTL], ids=["prctl", "watching the parent"])
+def test_kill_9_of_a_build_leaves_no_workers_and_the_next_build_removes_its_folder(heart_root, tmp_path, patch,
+                                                                                    capsys):
+    cache = tmp_path / "cache"
+    builder = _held_build(heart_root, cache, tmp_path / "never", tmp_path / "builder.log", patch)
+    workers = _children(builder.pid)
+    os.kill(builder.pid, signal.SIGKILL)
+    builder.wait()
+    try:
+        _wait_for(lambda: not any(_running(pid) for pid in workers), "the workers to end with their builder")
+    finally:
+        _end(workers)
+    [debris] = cache.glob(".building-*")
+    assert f".{builder.pid}@{socket.gethostname()}." in debris.name
+    capsys.readouterr()
+    assert main(_cache_options(heart_root, cache)) == 0
+    assert "cache built: " in capsys.readouterr().out
+    assert not debris.exists() and not list(cache.glob(".building-*"))
+
+
+@needs_proc
+def test_a_build_beside_a_live_concurrent_build_keeps_it_and_both_succeed(heart_root, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    release = tmp_path / "release"
+    log = tmp_path / "first.log"
+    first = _held_build(heart_root, cache, release, log)
+    try:
+        [building] = cache.glob(".building-*")
+        capsys.readouterr()
+        assert main(_cache_options(heart_root, cache)) == 0  # builds and publishes while the first is mid-build
+        assert "cache built: " in capsys.readouterr().out
+        assert building.is_dir()  # the live builder's folder was left alone
+    finally:
+        release.touch()
+    assert first.wait(timeout=600) == 0, log.read_text()[-2000:]
+    assert "cache found (already built): " in log.read_text()  # it lost the race and kept the published cache
+    assert len([path for path in cache.iterdir()]) == 1 and not building.exists()

@@ -8,13 +8,15 @@ import os
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from lungheart_cl.checkpointing import CheckpointError, export_encoder
+from lungheart_cl.callbacks import RandomStateCheckpoint, ResumableModelCheckpoint
+from lungheart_cl.checkpointing import AtomicCheckpointIO, CheckpointError, export_encoder
 from lungheart_cl.classify import Classifier, resolve_checkpoint
 from lungheart_cl.data.datamodule import ClassificationDataModule
 from lungheart_cl.encoders import ResNet18Encoder, SmallCNN
 from lungheart_cl.frontend import LogMelFrontend
+from lungheart_cl.views import time_mask
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -44,7 +46,7 @@ def _fit_and_test(model, data, root):
                         use_distributed_sampler=False,
                         callbacks=[ModelCheckpoint(dirpath=root, monitor="val/auroc", mode="max")])
     trainer.fit(model, datamodule=data)
-    trainer.test(model, datamodule=data, ckpt_path="best", weights_only=False)
+    trainer.test(model, datamodule=data, ckpt_path="best", weights_only=True)
     return trainer
 
 
@@ -97,7 +99,7 @@ def test_incompatible_checkpoints_name_the_file_and_the_mismatch(exported, tmp_p
     torch.save({"state_dict": {"layer.weight": torch.zeros(1)}}, foreign)
     with pytest.raises(CheckpointError, match="foreign.ckpt: not a lungheart-cl"):
         Classifier(mode="linear", checkpoint=str(foreign))
-    payload = torch.load(exported, weights_only=False)
+    payload = torch.load(exported, weights_only=True)
     payload["encoder_state"].pop(next(iter(payload["encoder_state"])))
     torch.save(payload, tmp_path / "truncated.pt")
     with pytest.raises(CheckpointError, match="truncated.pt: weights do not fit"):
@@ -134,3 +136,50 @@ def test_an_encoder_pretrained_on_test_patients_is_refused(cache_dir, tmp_path):
     model = Classifier(mode="linear", checkpoint=str(path), results_dir=str(tmp_path))
     with pytest.raises(CheckpointError, match=f"leaky.pt: pretrained on 1 patient.*{test_patient}"):
         _fit_and_test(model, _data(cache_dir), tmp_path / "run")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptAtEpoch1(Callback):
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            raise _Interrupted
+
+
+class _EpochMetrics(Callback):
+    def __init__(self):
+        self.epochs: dict[int, tuple[float, float]] = {}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = trainer.callback_metrics
+        self.epochs[trainer.current_epoch] = (float(metrics["train/loss"]), float(metrics["val/auroc"]))
+
+
+def test_resumed_finetuning_with_views_and_workers_repeats_the_uninterrupted_run(cache_dir, exported, tmp_path):
+    def fit(root, *callbacks, ckpt_path=None):
+        L.seed_everything(0)
+        model = Classifier(mode="finetune", checkpoint=str(exported), views=time_mask(), results_dir=str(tmp_path),
+                           bootstrap_samples=50)
+        data = ClassificationDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24,
+                                        batch_size=32, num_workers=2)
+        trainer = L.Trainer(max_epochs=3, default_root_dir=root, accelerator="cpu", logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
+                            callbacks=[*callbacks, RandomStateCheckpoint(),
+                                       ResumableModelCheckpoint(dirpath=root, monitor="val/auroc", mode="max"),
+                                       ModelCheckpoint(dirpath=root, filename="last")])
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return model
+
+    straight_metrics, resumed_metrics = _EpochMetrics(), _EpochMetrics()
+    straight = fit(tmp_path / "a", straight_metrics)
+    with pytest.raises(_Interrupted):
+        fit(tmp_path / "b", _InterruptAtEpoch1())
+    resumed = fit(tmp_path / "b", resumed_metrics, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert sorted(resumed_metrics.epochs) == [1, 2]
+    for epoch in (1, 2):
+        assert resumed_metrics.epochs[epoch] == straight_metrics.epochs[epoch], epoch
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key

@@ -36,6 +36,15 @@ def test_embedded_default_is_written_once_and_split_by_patient(cache_dir):
     assert summary["train_patients"] + summary["val_patients"] + summary["test_patients"] == 24
 
 
+def test_summary_says_whether_the_cache_was_built_or_hit(tmp_path):
+    first = _pretrain(tmp_path, synthetic_patients=8)
+    again = _pretrain(tmp_path, synthetic_patients=8)
+    assert (first.summary()["cache_status"], again.summary()["cache_status"]) == ("built", "hit")
+    summary = again.summary()
+    assert summary["cache"] == str(first.cache.directory) and summary["cache_key"] == first.cache.key
+    assert (summary["dropped_count"], summary["dropped"]) == (0, [])
+
+
 def test_pretraining_batches_carry_pairs_metadata_and_fractional_labels(cache_dir):
     data = _pretrain(cache_dir, pair_policy="same_recording", label_fraction=0.5)
     batch = next(iter(data.train_dataloader()))

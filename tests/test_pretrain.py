@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from lungheart_cl.callbacks import EncoderExport
+from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint
 from lungheart_cl.checkpointing import AtomicCheckpointIO, load_pretrained
 from lungheart_cl.data.datamodule import PretrainDataModule
 from lungheart_cl.encoders import SmallCNN
@@ -37,12 +38,13 @@ def _model() -> ContrastivePretraining:
                                   projector_hidden_dim=32, projector_dim=16, stats_segments=200, scheme="test")
 
 
-def _trainer(root, max_epochs: int, **kwargs) -> L.Trainer:
+def _trainer(root, max_epochs: int, extra_callbacks: list[Callback] = (), **kwargs) -> L.Trainer:
     return L.Trainer(max_epochs=max_epochs, limit_train_batches=3, default_root_dir=root, accelerator="cpu",
                      logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                      use_distributed_sampler=False, deterministic=True, plugins=[AtomicCheckpointIO()],
-                     callbacks=[ModelCheckpoint(dirpath=root, monitor="val/knn_auroc", mode="max", save_last=True),
-                                EncoderExport()], **kwargs)
+                     callbacks=[*extra_callbacks, RandomStateCheckpoint(), EncoderExport(),
+                                ResumableModelCheckpoint(dirpath=root, monitor="val/knn_auroc", mode="max"),
+                                ModelCheckpoint(dirpath=root, filename="last")], **kwargs)
 
 
 def test_fit_logs_the_monitor_checkpoints_and_exports_the_encoder(cache_dir, tmp_path):
@@ -98,25 +100,58 @@ def _weights(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.encoder.parameters()])
 
 
-def test_seeded_runs_repeat_and_resume_continues_exactly(cache_dir, tmp_path):
-    L.seed_everything(0)
-    straight = _model()
-    _trainer(tmp_path / "a", 2).fit(straight, datamodule=_data(cache_dir))
-    L.seed_everything(0)
-    again = _model()
-    _trainer(tmp_path / "b", 2).fit(again, datamodule=_data(cache_dir))
-    torch.testing.assert_close(_weights(straight), _weights(again))  # repeatable on CPU
+class EpochMetrics(Callback):
+    """The monitored values of every epoch, as the checkpoint callback sees them."""
 
-    L.seed_everything(0)
-    first = _model()
-    _trainer(tmp_path / "c", 1).fit(first, datamodule=_data(cache_dir))
-    resumed = _model()
-    trainer = _trainer(tmp_path / "c", 2)
-    trainer.fit(resumed, datamodule=_data(cache_dir), ckpt_path=str(tmp_path / "c" / "last.ckpt"))
-    assert trainer.global_step == 6
-    scheduler = trainer.lr_scheduler_configs[0].scheduler
-    assert scheduler.last_epoch == 6  # the schedule continued rather than restarting
-    assert not torch.allclose(_weights(first), _weights(resumed))  # it trained on
+    def __init__(self):
+        self.epochs: dict[int, dict[str, float]] = {}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        keys = ("train/loss_epoch", "val/knn_auroc", "val/probe_auroc")
+        self.epochs[trainer.current_epoch] = {k: float(trainer.callback_metrics[k]) for k in keys}
+
+
+class Interrupted(Exception):
+    pass
+
+
+class Interrupt(Callback):
+    """Stops the run as epoch 1 starts, after epoch 0's checkpoints were written (as a kill would)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            raise Interrupted
+
+
+# with workers through the CLI by default (test_checkpointing.py); here too with `make test-slow`
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_seeded_runs_repeat_and_resume_continues_exactly(cache_dir, tmp_path, num_workers):
+    def fit(root, *callbacks, ckpt_path=None):
+        L.seed_everything(0)
+        model, trainer = _model(), _trainer(root, 3, extra_callbacks=list(callbacks))
+        trainer.fit(model, datamodule=_data(cache_dir, num_workers=num_workers), ckpt_path=ckpt_path)
+        return model, trainer
+
+    straight_metrics = EpochMetrics()
+    straight, _ = fit(tmp_path / "a", straight_metrics)
+    if num_workers == 0:
+        again_metrics = EpochMetrics()
+        again, _ = fit(tmp_path / "b", again_metrics)
+        torch.testing.assert_close(_weights(straight), _weights(again))  # repeatable on CPU
+        assert again_metrics.epochs == straight_metrics.epochs
+
+    with pytest.raises(Interrupted):
+        fit(tmp_path / "c", Interrupt())
+    resumed_metrics = EpochMetrics()
+    resumed, trainer = fit(tmp_path / "c", resumed_metrics, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+    assert trainer.global_step == 9
+    assert sorted(resumed_metrics.epochs) == [1, 2]
+    for epoch in (1, 2):  # the same loss and monitor as the uninterrupted run, epoch by epoch
+        assert resumed_metrics.epochs[epoch] == straight_metrics.epochs[epoch], epoch
+    assert torch.equal(_weights(resumed), _weights(straight))
+    assert resumed.knn_auroc_init == straight.knn_auroc_init  # from the checkpoint, not recomputed
+    best = max(straight_metrics.epochs, key=lambda epoch: straight_metrics.epochs[epoch]["val/knn_auroc"])
+    assert Path(trainer.checkpoint_callback.best_model_path).name.startswith(f"epoch={best}-")
 
 
 def test_wrong_sample_rate_between_model_and_data_is_refused(cache_dir, tmp_path):

@@ -1,7 +1,10 @@
-"""CirCor 2022 reader: the 8 real shared patients, and every bad input on a small synthetic copy."""
+"""CirCor 2022 reader: the 200 real shared patients, the real release's quirks and stray files, and every bad
+input on a small synthetic copy."""
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -11,7 +14,7 @@ import soundfile as sf
 
 from lungheart_cl.data.records import DataError, SourceDataset
 from lungheart_cl.data.sources import reader_for
-from lungheart_cl.data.sources.circor2022 import DEVICE, read_circor2022
+from lungheart_cl.data.sources.circor2022 import AGE_GROUPS, DEVICE, read_circor2022
 
 RATE = 4000
 FRAMES = 800
@@ -113,6 +116,48 @@ def test_missing_summary_is_noted(tmp_path: Path) -> None:
     assert dataset.notes == ["training_data.csv not found: patient headers were not cross-checked"]
 
 
+def test_zero_length_segments_and_crlf_files_are_accepted_and_counted(tmp_path: Path) -> None:
+    """Real quirks: a few .tsv end with 'end end 0' (50647_PV.tsv line 194), some have CRLF endings."""
+    root = _make_root(tmp_path)
+    (root / "training_data" / "50001_AV.tsv").write_text(SEGMENTATION + "0.2\t0.2\t0\n")
+    (root / "training_data" / "50002_PV.tsv").write_bytes(SEGMENTATION.replace("\n", "\r\n").encode())
+    dataset = read_circor2022(root)
+    assert len(dataset.recordings) == 4 and dataset.problems == []
+    assert dataset.notes == [
+        "1 zero-length segment(s) (start = end, a quirk of the release) accepted: 50001_AV.tsv line 4",
+        "1 segmentation file(s) with CRLF line endings read as usual: 50002_PV.tsv",
+    ]
+
+
+# Files that public copies of the release carry in training_data/ besides the patients' own.
+STRAY_FILES = ("LICENSE.txt", "SHA256SUMS.txt", "RECORDS", "test.m", "test.asv", "2530_notes.txt")
+
+
+def test_only_listed_patients_are_read_and_other_files_are_noted(tmp_path: Path) -> None:
+    root = _make_root(tmp_path)
+    for name in STRAY_FILES:
+        (root / "training_data" / name).write_text("not a patient\n")
+    dataset = read_circor2022(root)
+    assert len(dataset.recordings) == 4 and dataset.problems == []
+    assert dataset.notes == [f"{name}: belongs to no patient of training_data.csv; ignored"
+                             for name in sorted(STRAY_FILES)]
+
+
+def test_records_lists_the_patients_when_the_summary_is_missing(tmp_path: Path) -> None:
+    root = _make_root(tmp_path)
+    (root / "training_data.csv").unlink()
+    (root / "RECORDS").write_text("training_data/50001_AV\ntraining_data/50001_MV_1\ntraining_data/50001_MV_2\n")
+    (root / "training_data" / "LICENSE.txt").write_text("licence\n")
+    with pytest.raises(DataError, match="patient 50002 has a header but no record") as raised:
+        read_circor2022(root)
+    assert raised.value.path == root / "RECORDS"
+    (root / "RECORDS").write_text((root / "RECORDS").read_text() + "training_data/50002_PV\n")
+    dataset = read_circor2022(root)
+    assert len(dataset.recordings) == 4 and dataset.problems == []
+    assert dataset.notes == ["training_data.csv not found: patient headers were not cross-checked",
+                             "patients taken from RECORDS", "LICENSE.txt: belongs to no patient of RECORDS; ignored"]
+
+
 def _add_outcomes(root: Path, outcome_in_csv: str) -> None:
     """Make the copy look like a later release: 'Recording locations:' column and an Outcome field."""
     for patient_id in PATIENTS:
@@ -175,7 +220,7 @@ def _tsv_not_numeric(root: Path) -> None:
 
 
 def _tsv_end_before_start(root: Path) -> None:
-    _replace(_data(root, "50001_AV.tsv"), "0.05\t0.1\t1", "0.05\t0.05\t1")
+    _replace(_data(root, "50001_AV.tsv"), "0.05\t0.1\t1", "0.05\t0.04\t1")
 
 
 def _tsv_unknown_state(root: Path) -> None:
@@ -239,7 +284,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], None], str, tuple[str, ...], int]] 
     "hea_missing": (_hea_missing, "training_data/50001_MV_1.hea", ("missing",), 3),
     "tsv_missing": (_tsv_missing, "training_data/50001_AV.tsv", ("50001.txt line 2", "missing"), 3),
     "tsv_not_numeric": (_tsv_not_numeric, "training_data/50001_AV.tsv", ("line 2", "abc"), 3),
-    "tsv_end_before_start": (_tsv_end_before_start, "training_data/50001_AV.tsv", ("line 2", "not after"), 3),
+    "tsv_end_before_start": (_tsv_end_before_start, "training_data/50001_AV.tsv", ("line 2", "before its start"), 3),
     "tsv_unknown_state": (_tsv_unknown_state, "training_data/50001_AV.tsv", ("line 2", "state 5"), 3),
     "unknown_location": (_unknown_location, "training_data/50001.txt", ("line 2", "'XX'"), 3),
     "unknown_age": (_unknown_age, "training_data/50001.txt", ("line 5", "'Elderly'"), 1),
@@ -283,24 +328,48 @@ def real(shared_data: Path) -> SourceDataset:
     return read_circor2022(shared_data / "circor2022")
 
 
+def _csv_rows(root: Path) -> list[dict[str, str]]:
+    with (root / "training_data.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.mark.shared_data
-def test_real_patients_and_metadata(real: SourceDataset) -> None:
-    assert sorted(real.patients) == ["33151", "46579", "49748", "50086", "50152", "50782", "84690", "84804"]
-    assert len(real.recordings) == 29 and real.problems == []
+def test_real_patients_and_metadata(real: SourceDataset, shared_data: Path) -> None:
+    """The 200 shared patients (Present 40, Absent 145, Unknown 15), each as training_data.csv states it."""
+    rows = {row["Patient ID"]: row for row in _csv_rows(shared_data / "circor2022")}
+    assert len(rows) == 200 and sorted(real.patients) == sorted(rows) and real.problems == []
+    assert Counter(patient.murmur for patient in real.patients.values()) == {"present": 40, "absent": 145,
+                                                                               "unknown": 15}
+    wavs = sorted(path.stem for path in (shared_data / "circor2022" / "training_data").glob("*.wav"))
+    assert sorted(r.recording_id for r in real.recordings) == wavs and len(wavs) == 684
+    for patient_id, row in rows.items():
+        patient = real.patients[patient_id]
+        assert (patient.murmur, patient.sex) == (row["Murmur"].lower(), row["Sex"].lower())
+        assert patient.age_group == AGE_GROUPS[row["Age"]]
+        locations = sorted(r.location for r in real.recordings if r.patient_id == patient_id)
+        assert locations == sorted(row["Locations"].split("+"))
     patient = real.patients["33151"]
     assert (patient.age_group, patient.sex, patient.murmur, patient.height_cm, patient.weight_kg) == (
         "child", "female", "present", 141.0, 30.9
     )
-    assert sorted(r.location for r in real.recordings if r.patient_id == "33151") == ["AV", "MV", "PV", "TV"]
     assert (real.patients["50086"].age_group, real.patients["50086"].pregnant, real.patients["50086"].height_cm) == (
         "unknown", True, None
     )
     assert (real.patients["84804"].age_group, real.patients["84804"].sex) == ("neonate", "male")
-    assert real.patients["50152"].murmur == "unknown"
     assert {patient.outcome for patient in real.patients.values()} == {None}
     assert {(r.sample_rate, r.device, r.label) for r in real.recordings} == {(4000, DEVICE, None)}
-    assert {r.source for r in real.recordings if r.patient_id == "49748"} == {"CC2014"}
+    assert {r.source for r in real.recordings} == {"CC2014", "CC2015"}
     assert {r.location for r in real.recordings if r.patient_id == "84690"} == {"TV", "MV", "Phc"}
+
+
+@pytest.mark.shared_data
+def test_real_quirks_are_noted(real: SourceDataset) -> None:
+    """One stray tsv, one zero-length final segment, one CRLF segmentation file: accepted, each noted."""
+    assert real.notes == [
+        "50782_MV.tsv: not listed in 50782.txt, belongs to no recording; ignored",
+        "1 zero-length segment(s) (start = end, a quirk of the release) accepted: 50647_PV.tsv line 194",
+        "1 segmentation file(s) with CRLF line endings read as usual: 50115_PV_1.tsv",
+    ]
 
 
 @pytest.mark.shared_data
@@ -310,4 +379,3 @@ def test_real_patient_50782(real: SourceDataset) -> None:
     assert recordings["50782_MV_1"].segmentation_path is None
     assert recordings["50782_MV_2"].segmentation_path.name == "50782_MV_2.tsv"
     assert recordings["50782_AV_2"].location == "AV"
-    assert real.notes == ["50782_MV.tsv: not listed in 50782.txt, belongs to no recording; ignored"]

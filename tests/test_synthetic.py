@@ -56,7 +56,8 @@ CIRCOR_FORMATS = {
     "training_data/*.hea": (
         "CRLF", rf"{CIRCOR_FILE} 1 4000 \d+|{CIRCOR_FILE}\.wav 16\+44 1 16 0 0 0 0 {CIRCOR_LOCATION}"
     ),
-    "training_data/*.tsv": ("LF", rf"{NUMBER}\t{NUMBER}\t[0-4]"),
+    # LF, but a few real files are CRLF (50115_PV_1.tsv); checked: the segmentation files headers list.
+    "training_data/*.tsv": ("LF or CRLF", rf"{NUMBER}\t{NUMBER}\t[0-4]"),
 }
 CIRCOR_COLUMNS = (
     "Patient ID,Locations,Age,Sex,Height,Weight,Pregnancy status,Murmur,Murmur locations,Most audible location,"
@@ -67,20 +68,39 @@ CIRCOR_COLUMNS = (
 
 
 def assert_text_format(path: Path, newline: str, line_pattern: str) -> None:
-    """Every line ends with `newline` (CirCor patient headers excepted: no final newline) and matches."""
+    """Every line ends with `newline` ("LF or CRLF": the same one throughout the file; CirCor patient
+    headers excepted: no final newline) and matches `line_pattern`."""
     data = path.read_bytes()
-    crlf = data.count(b"\r\n")
-    assert crlf == (data.count(b"\n") if newline == "CRLF" else 0), f"{path}: not all {newline} line endings"
+    crlf, lf = data.count(b"\r\n"), data.count(b"\n")
+    expected = {"CRLF": (lf,), "LF": (0,), "LF or CRLF": (0, lf)}[newline]
+    assert crlf in expected, f"{path}: not all {newline} line endings"
     for line in data.decode("ascii").splitlines():
         assert re.fullmatch(line_pattern, line), f"{path}: line {line!r} does not match {line_pattern}"
 
 
-def assert_formats(root: Path, formats: dict[str, tuple[str, str]]) -> None:
+def assert_formats(root: Path, formats: dict[str, tuple[str, str]], skip: frozenset[str] = frozenset()) -> None:
     for pattern, (newline, line_pattern) in formats.items():
-        paths = sorted(root.glob(pattern))
+        paths = sorted(path for path in root.glob(pattern) if path.name not in skip)
         assert paths, f"no {pattern} under {root}"
         for path in paths:
             assert_text_format(path, newline, line_pattern)
+
+
+def circor_unlisted_files(root: Path) -> set[str]:
+    """Files of training_data/ that no patient header names (stray files)."""
+    data = root / "training_data"
+    listed = {name for header in data.glob("*.txt") for line in header.read_text().splitlines()
+              if not line.startswith("#") for name in line.split()[1:]}
+    return {path.name for path in data.iterdir() if path.suffix != ".txt" and path.name not in listed}
+
+
+def circor_segmentation_quirks(root: Path) -> tuple[set[str], set[str]]:
+    """The listed .tsv files with CRLF endings, and those ending with a zero-length segment."""
+    strays = circor_unlisted_files(root)
+    paths = [path for path in (root / "training_data").glob("*.tsv") if path.name not in strays]
+    crlf = {path.name for path in paths if b"\r\n" in path.read_bytes()}
+    zero_length_end = {path.name for path in paths if np.ptp(np.loadtxt(path, ndmin=2)[-1, :2]) == 0}
+    return crlf, zero_length_end
 
 
 def wav_header(path: Path) -> dict[str, int | bytes]:
@@ -164,7 +184,11 @@ def test_physionet_layout_and_file_formats(physionet_root: Path) -> None:
 
 def test_circor_layout_and_file_formats(circor_root: Path) -> None:
     assert sorted(path.name for path in circor_root.iterdir()) == ["training_data", "training_data.csv"]
-    assert_formats(circor_root, CIRCOR_FORMATS)
+    strays = circor_unlisted_files(circor_root)
+    assert strays and all(re.fullmatch(rf"\d+_{CIRCOR_LOCATION}\.tsv", name) for name in strays)
+    assert_formats(circor_root, CIRCOR_FORMATS, skip=frozenset(strays))
+    crlf, zero_length_end = circor_segmentation_quirks(circor_root)
+    assert len(crlf) == 1 and len(zero_length_end) == 1  # the real files' quirks, each once in 20 patients
     assert (circor_root / "training_data.csv").read_text().splitlines()[0] == CIRCOR_COLUMNS
     data = circor_root / "training_data"
     headers = sorted(data.glob("*.txt"))
@@ -179,8 +203,13 @@ def test_circor_layout_and_file_formats(circor_root: Path) -> None:
 
 def test_segmentation_covers_the_recording_and_marks_the_heart_sounds(circor_root: Path) -> None:
     louder = []
+    strays = circor_unlisted_files(circor_root)
     for tsv in sorted((circor_root / "training_data").glob("*.tsv")):
+        if tsv.name in strays:
+            continue
         rows = np.loadtxt(tsv, ndmin=2)
+        if rows[-1, 0] == rows[-1, 1]:  # a zero-length final segment, as some real files end
+            rows = rows[:-1]
         audio, rate = sf.read(tsv.with_suffix(".wav"))
         assert rows[0, 0] == 0 and rows[-1, 1] == pytest.approx(audio.size / rate, abs=1e-6)
         assert np.array_equal(rows[1:, 0], rows[:-1, 1])
@@ -200,11 +229,11 @@ def test_line_formats_hold_for_the_real_files(shared_data: Path) -> None:
     assert_formats(shared_data / "icbhi", ICBHI_FORMATS)
     assert_formats(shared_data / "physionet2016", PHYSIONET_FORMATS)
     circor = shared_data / "circor2022"
-    for pattern, (newline, line_pattern) in CIRCOR_FORMATS.items():
-        # 50782_MV.tsv is a real stray file with an empty segment; the reader ignores it.
-        for path in sorted(circor.glob(pattern)):
-            if path.name != "50782_MV.tsv":
-                assert_text_format(path, newline, line_pattern)
+    # 50782_MV.tsv ("0 0 28") is the one real stray file; the reader notes and ignores it.
+    assert circor_unlisted_files(circor) == {"50782_MV.tsv"}
+    assert_formats(circor, CIRCOR_FORMATS, skip=frozenset({"50782_MV.tsv"}))
+    # Of the 200 patients' segmentation files, one is CRLF and one ends with a zero-length segment.
+    assert circor_segmentation_quirks(circor) == ({"50115_PV_1.tsv"}, {"50647_PV.tsv"})
     assert (circor / "training_data.csv").read_text().splitlines()[0] == CIRCOR_COLUMNS
     for wav in (
         "icbhi/ICBHI_final_database/101_1b1_Al_sc_Meditron.wav",  # 24-bit

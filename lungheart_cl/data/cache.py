@@ -2,10 +2,12 @@
 
 A cache directory holds ``segments.f16`` (N x L float16, row i = segment i), ``manifest.csv``
 (one row per segment: ids, metadata, labels, where the segment sits in its recording) and
-``cache.json`` (parameters, key, counts, skipped files). Its name carries a hash of the reader's
-output, the audio files' sizes and mtimes, and the parameters, so a changed input or setting
-selects a new directory. It is built in a temporary directory and renamed into place, so an
-interrupted build never leaves a usable-looking half cache.
+``cache.json`` (parameters, key, counts, and one list of what was dropped: files the reader skipped
+and recordings that failed to decode). Its name carries a hash of the reader's output, the audio
+files' sizes and mtimes, and the parameters, so a changed input or setting selects a new directory.
+It is built in a hidden folder named after its builder and renamed into place, so an interrupted
+build never leaves a usable-looking half cache; what a killed build leaves is handled in
+`build_folders`. Folders and files get the umask's permissions, so a group can share a cache.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,11 +27,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lungheart_cl.data.audio import load_audio
+from lungheart_cl.data.build_folders import end_with_parent, new_build_directory, remove_stale_builds
 from lungheart_cl.data.records import DataError, Problem, Recording, SourceDataset
 
-log = logging.getLogger(__name__)
-
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: one "dropped" list in cache.json
 Padding = Literal["zero_center", "repeat", "context"]
 Normalization = Literal["none", "recording_std"]
 
@@ -90,21 +89,41 @@ class SegmentCache:
     segments: np.memmap
     manifest: dict[str, np.ndarray]
     info: dict = field(default_factory=dict)
+    built: bool = False  # this call decoded and published it; False: an existing cache was found
 
     def __len__(self) -> int:
         return self.segments.shape[0]
 
     @property
-    def problems(self) -> list[str]:
-        return list(self.info.get("problems", []))
+    def key(self) -> str:
+        return self.info["key"]
+
+    @property
+    def dropped(self) -> list[dict[str, str]]:
+        """What the cache leaves out, one entry per file: ``{"stage": "read" | "decode", "file", "problem"}``
+        ("read": the reader skipped it, with skip_bad; "decode": its audio failed to decode or cut)."""
+        return list(self.info.get("dropped", []))
 
     @classmethod
-    def open(cls, directory: Path) -> SegmentCache:
+    def open(cls, directory: Path, source: SourceDataset | None = None, *, built: bool = False) -> SegmentCache:
+        """Open a built cache. With `source`, the reader's drops are those of this read: a bad file that is
+        skipped changes no recording, hence not the key, but must still be reported."""
         directory = Path(directory)
         info = json.loads((directory / "cache.json").read_text())
+        if source is not None:
+            info["dropped"] = reader_drops(source) + [d for d in info["dropped"] if d["stage"] == "decode"]
         segments = np.memmap(directory / "segments.f16", dtype=np.float16, mode="r",
                              shape=(info["num_segments"], info["segment_samples"]))
-        return cls(directory, segments, read_manifest(directory / "manifest.csv"), info)
+        return cls(directory, segments, read_manifest(directory / "manifest.csv"), info, built)
+
+
+def _drop(stage: str, problem: Problem) -> dict[str, str]:
+    return {"stage": stage, "file": str(problem.path), "problem": problem.message}
+
+
+def reader_drops(source: SourceDataset) -> list[dict[str, str]]:
+    """The files the reader skipped (skip_bad), as entries of `SegmentCache.dropped`."""
+    return [_drop("read", problem) for problem in source.problems]
 
 
 def plan_segments(recording: Recording, config: CacheConfig) -> list[SegmentSpec]:
@@ -200,15 +219,17 @@ def cache_directory(cache_root: Path, source: SourceDataset, config: CacheConfig
 
 def build_cache(source: SourceDataset, config: CacheConfig, cache_root: Path, *, skip_bad: bool = False,
                 workers: int | None = None, progress: bool = True) -> SegmentCache:
-    """Return the cache for (source, config), building it if it does not exist yet."""
+    """Return the cache for (source, config), building it if it does not exist yet (`SegmentCache.built`
+    says which). Its `dropped` lists every file the reader skipped and every recording that failed."""
     target = cache_directory(cache_root, source, config)
     if (target / "cache.json").is_file():
-        return SegmentCache.open(target)
+        return SegmentCache.open(target, source)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(target.parent)
     plans = [plan_segments(r, config) for r in source.recordings]
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in plans])]).astype(int)
     shape = (int(offsets[-1]), config.segment_samples)
-    tmp = Path(tempfile.mkdtemp(prefix=f".building-{target.name}-", dir=target.parent))
+    tmp = new_build_directory(target)
     try:
         np.memmap(tmp / "segments.f16", dtype=np.float16, mode="w+", shape=shape).flush()
         valid, problems = _decode_all(tmp, shape, offsets, source, plans, config, skip_bad, workers, progress)
@@ -220,17 +241,15 @@ def build_cache(source: SourceDataset, config: CacheConfig, cache_root: Path, *,
         info = {"format_version": CACHE_FORMAT_VERSION, "dataset": source.name, "root": str(source.root),
                 "config": asdict(config), "key": cache_key(source, config),
                 "num_segments": shape[0], "segment_samples": shape[1],
-                "num_recordings": len(keep), "problems": [str(p) for p in problems.values()],
-                "notes": list(source.notes), "reader_problems": [str(p) for p in source.problems]}
+                "num_recordings": len(keep), "notes": list(source.notes),
+                "dropped": reader_drops(source) + [_drop("decode", p) for p in problems.values()]}
         (tmp / "cache.json").write_text(json.dumps(info, indent=2))
         _fsync(tmp / "segments.f16")
-        _publish(tmp, target)
+        built = _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for problem in problems.values():
-        log.warning("skipped %s", problem)
-    return SegmentCache.open(target)
+    return SegmentCache.open(target, source, built=built)
 
 
 def _decode_all(tmp: Path, shape: tuple[int, int], offsets: np.ndarray, source: SourceDataset,
@@ -241,7 +260,8 @@ def _decode_all(tmp: Path, shape: tuple[int, int], offsets: np.ndarray, source: 
     problems: dict[str, Problem] = {}
     jobs = [(str(tmp), shape, int(offsets[i]), rec, plans[i], config) for i, rec in enumerate(source.recordings)]
     workers = min(workers or os.cpu_count() or 1, 8, len(jobs))
-    bar = tqdm(total=len(jobs), desc=f"caching {source.name}", unit="rec", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=f"caching {source.name}", unit="rec",
+               disable=None if progress else True)  # None: off when stderr is not a terminal (log files)
 
     def collect(recording: Recording, run) -> None:
         try:
@@ -260,7 +280,8 @@ def _decode_all(tmp: Path, shape: tuple[int, int], offsets: np.ndarray, source: 
         else:  # fork, like DataLoader workers: no re-import of the user's main script (spawn would)
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=end_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_decode_into, *job): job[3] for job in jobs}
                 try:
                     for future in as_completed(futures):
@@ -349,12 +370,13 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def _publish(tmp: Path, target: Path) -> None:
-    """Atomic rename into place; if another process won the race, keep theirs."""
+def _publish(tmp: Path, target: Path) -> bool:
+    """Atomic rename into place; if another process won the race, keep theirs (returns False)."""
     try:
         os.rename(tmp, target)
     except OSError:
         if (target / "cache.json").is_file():
             shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            raise
+            return False
+        raise
+    return True

@@ -18,6 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities.combined_loader import _shutdown_workers_and_reset_iterator
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
 from lungheart_cl.data.cache import CacheConfig, SegmentCache, build_cache
@@ -60,7 +61,8 @@ class SoundDataModule(L.LightningDataModule):
         padding: how ICBHI cycles are fitted to the segment: zero_center | repeat | context.
         hop_seconds: window hop for heart recordings (None = no overlap).
         normalization: per-recording standardisation (recording_std) or none.
-        skip_bad: skip unreadable files (listed in the cache report) instead of failing.
+        skip_bad: skip unreadable files instead of failing; each is named in the log, in `summary()` and
+            so in every results JSON.
         task: diagnosis task (None = the dataset's default, e.g. healthy_vs_disease for ICBHI).
         split: random | official | official_patient_disjoint (ICBHI).
         val_fraction / test_fraction / split_seed: patient-level split parameters.
@@ -101,6 +103,8 @@ class SoundDataModule(L.LightningDataModule):
         self.skip_bad = skip_bad
         self.synthetic_patients, self.synthetic_seed = synthetic_patients, synthetic_seed
         self.cache: SegmentCache | None = None
+        self.cache_built = False  # whether this process built the cache (else it found it built)
+        self.start_epoch = 0  # the epoch a resumed fit continues at (see `state_dict`)
         # log the resolved defaults, not None, so runs compare cleanly and match the model's linked values
         self.hparams.update(sample_rate=self.cache_config.sample_rate, segment_seconds=self.cache_config.segment_seconds,
                             task=self.task.name, split=self.split_config.strategy)
@@ -136,15 +140,21 @@ class SoundDataModule(L.LightningDataModule):
             synthesize(self.dataset, root, patients=self.synthetic_patients, seed=self.synthetic_seed)
         return read_source(self.dataset, root, skip_bad=self.skip_bad)
 
+    def prepare_cache(self, source: SourceDataset | None = None) -> SegmentCache:
+        """The cache these options select, built if missing (what `lungheart-cl data cache` builds ahead)."""
+        cache = build_cache(source or self._source(), self.cache_config, self.cache_dir, skip_bad=self.skip_bad)
+        self.cache_built = self.cache_built or cache.built
+        return cache
+
     def prepare_data(self) -> None:
         """Once per node: synthesise the default if needed, read the source, build the cache."""
-        build_cache(self._source(), self.cache_config, self.cache_dir, skip_bad=self.skip_bad)
+        self.prepare_cache()
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache is not None:
             return
         source = self._source()
-        self.cache = build_cache(source, self.cache_config, self.cache_dir, skip_bad=self.skip_bad)
+        self.cache = self.prepare_cache(source)
         manifest = self.cache.manifest
         self.manifest = manifest
         self.labels = self.task.labels(manifest)
@@ -161,10 +171,29 @@ class SoundDataModule(L.LightningDataModule):
         labelled = np.isin(manifest["patient_id"], self.labelled_patients) & (self.split.segment_split == "train")
         self.labelled_rows = np.flatnonzero(labelled & (self.labels >= 0))
         self._check_labelled_classes()
-        for note in (*source.notes, *self.split.notes):
+        self._report_data([*source.notes, *self.split.notes])
+
+    @property
+    def cache_status(self) -> str:
+        """'built' when this process built the cache, 'hit' when it found it built (e.g. by `data cache`)."""
+        return "built" if self.cache_built else "hit"
+
+    @rank_zero_only
+    def _report_data(self, notes: list[str]) -> None:
+        """Say which cache the run uses (built or hit) and name everything dropped: on the console and
+        in the run's loggers (the results JSONs carry the same through `summary()`)."""
+        cache = self.cache
+        log.info("%s: cache %s: %s (%d segments)", self.dataset, self.cache_status, cache.directory, len(cache))
+        for note in notes:
             log.info("%s: %s", self.dataset, note)
-        for problem in self.cache.problems:
-            log.warning("skipped: %s", problem)
+        if cache.dropped:
+            log.warning("%s: %d file(s) dropped (skip_bad):", self.dataset, len(cache.dropped))
+        for drop in cache.dropped:
+            log.warning("  dropped (%s) %s: %s", drop["stage"], drop["file"], drop["problem"])
+        for logger in self.trainer.loggers if self.trainer is not None else []:
+            logger.log_hyperparams({"data_cache": str(cache.directory), "data_cache_status": self.cache_status,
+                                    "data_dropped": len(cache.dropped),
+                                    "data_dropped_files": [drop["file"] for drop in cache.dropped]})
 
     @property
     def label_tag(self) -> str:
@@ -204,8 +233,25 @@ class SoundDataModule(L.LightningDataModule):
             yield dataset.__getitems__(rows[start:start + size].tolist())
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_batch,
-                          persistent_workers=self.num_workers > 0, pin_memory=False, **kwargs)
+        # worker seeds come from the loader's own generator: a new iterator (every epoch, or after a
+        # resume with persistent workers) never draws from the global RNG that the views use
+        loader = DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_batch,
+                            persistent_workers=self.num_workers > 0, pin_memory=False,
+                            generator=torch.Generator().manual_seed(0), **kwargs)
+        for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(self.start_epoch)
+        return loader
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch a fit resumed from this checkpoint continues at. Lightning builds the first training
+        iterator, which workers prefetch from at once, before it sets the samplers' epoch (and before it
+        restores its loops), so the loaders must start the samplers there themselves."""
+        trainer = self.trainer
+        return {"epoch": int(trainer.fit_loop.epoch_progress.current.processed)} if trainer is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.start_epoch = int(state_dict.get("epoch", 0))
 
     def teardown(self, stage: str) -> None:
         """End the persistent workers of every loader of the run, so that none outlives it."""
@@ -226,9 +272,12 @@ class SoundDataModule(L.LightningDataModule):
         return self._loader(self.segment_dataset(rows), batch_size=self.batch_size, shuffle=False)
 
     def summary(self) -> dict:
-        """Counts a user checks before trusting a run (logged at fit start)."""
+        """What a run stands on (embedded in every results JSON): the cache and whether it was built or
+        hit, every file dropped and why, and the counts of patients and segments per split."""
         manifest = self.manifest
         out = {"dataset": self.dataset, "task": self.task.name, "cache": str(self.cache.directory),
+               "cache_key": self.cache.key, "cache_status": self.cache_status,
+               "dropped_count": len(self.cache.dropped), "dropped": self.cache.dropped,
                **self._labelled_counts()}
         for split in ("train", "val", "test"):
             rows = self.split.indices(split)

@@ -41,6 +41,8 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from lungheart_cl.errors import UserError
+
 DOWNLOADS_DIR = ".downloads"
 # SHA256 and size of every file no checksum is published for, recorded at its first download.
 RECORD_NAME = "download-record.json"
@@ -58,7 +60,7 @@ TAR_FILTER: Mapping[str, str] = MappingProxyType(
 )
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A dataset could not be fetched, verified or unpacked; the message says what to do next."""
 
 

@@ -11,18 +11,25 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lungheart_cl.errors import UserError
+
 AGE_GROUPS = ("neonate", "infant", "child", "adolescent", "adult", "unknown")
 SEXES = ("female", "male", "unknown")
 UNKNOWN = "unknown"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A problem with one input file, always naming the file."""
 
     def __init__(self, path: Path | str, message: str):
         self.path = Path(path)
         self.message = message
         super().__init__(f"{path}: {message}")
+
+    def __reduce__(self):
+        # Raised in cache-build worker processes: it must unpickle in the parent (the default passes
+        # only the formatted text back to __init__, which breaks the whole pool).
+        return type(self), (self.path, self.message)
 
 
 @dataclass(frozen=True)

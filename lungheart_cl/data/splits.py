@@ -11,6 +11,8 @@ from typing import Literal
 
 import numpy as np
 
+from lungheart_cl.errors import UserError
+
 Manifest = dict[str, np.ndarray]
 Strategy = Literal["random", "official", "official_patient_disjoint"]
 SPLITS = ("train", "val", "test")
@@ -20,7 +22,7 @@ class LeakageError(RuntimeError):
     """A patient appears in more than one split."""
 
 
-class LabelFractionError(ValueError):
+class LabelFractionError(UserError, ValueError):
     """A label fraction leaves a class without any labelled patient."""
 
 

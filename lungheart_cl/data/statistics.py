@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lungheart_cl.checkpointing import read_checkpoint
 from lungheart_cl.frontend import LogMelFrontend
 
 
@@ -29,7 +30,7 @@ def fit_frontend_statistics(frontend: LogMelFrontend, data, max_segments: int = 
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_segments, replace=False))
     path = _statistics_path(data.cache.directory, frontend, rows)
     if path.is_file():
-        stats = torch.load(path, map_location="cpu")
+        stats = read_checkpoint(path)  # tensors and plain data only, like every checkpoint
         frontend.set_statistics(stats["mean"], stats["std"])
         return path
     frontend.fit_statistics(batch["wave"] for batch in data.iterate_rows(rows, batch_size=256))

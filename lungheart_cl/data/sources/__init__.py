@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from lungheart_cl.data.records import SourceDataset
+from lungheart_cl.errors import MissingPathError
 
 DATASETS = ("icbhi", "physionet2016", "circor2022")
 
@@ -36,5 +37,5 @@ def read_source(dataset: str, root: Path | str, *, skip_bad: bool = False) -> So
     depend on the working directory or on how the root was spelled."""
     root = Path(root).resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset root does not exist (dataset {dataset})")
+        raise MissingPathError(f"{root}: dataset root does not exist (dataset {dataset})")
     return reader_for(dataset)(root, skip_bad=skip_bad)

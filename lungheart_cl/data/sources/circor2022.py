@@ -4,6 +4,12 @@ Layout: ``root/training_data/{id}.txt`` (patient header) with per recording ``.w
 ``.hea`` and, usually, a ``.tsv`` heart-cycle segmentation; ``root/training_data.csv`` summarises the
 headers and is cross-checked against them when present.
 
+The patients read are those the summary table lists (else those a ``RECORDS`` file lists, else every
+header named like a patient id); any other file in ``training_data/`` (``LICENSE.txt``, ``RECORDS``,
+a tsv that belongs to no recording, ...) is noted as a stray and ignored. Two quirks of the real
+release are accepted and noted: zero-length segments (``30.4 30.4 0`` at the end of a few ``.tsv``
+files) and CRLF line endings in some ``.tsv`` files.
+
 Patient header: first line ``{id} {n_recordings} {sample_rate}``, then one line per recording
 ``LOC {hea} {wav} [{tsv}]`` (a location recorded twice has ``_1``/``_2`` file suffixes), then
 ``#Key: value`` lines (``#Age``, ``#Sex``, ``#Murmur``, ``#Campaign``, ...).
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,8 @@ from lungheart_cl.data.sources.wfdb_header import probe_against_header, read_wfd
 DATASET = "circor2022"
 DATA_DIR = "training_data"
 SUMMARY_FILE = "training_data.csv"
+RECORDS_FILE = "RECORDS"
+PATIENT_ID = re.compile(r"\d+")
 # The dataset paper: all recordings were made with a Littmann 3200 electronic stethoscope.
 DEVICE = "littmann3200"
 LOCATIONS = ("AV", "PV", "TV", "MV", "Phc")
@@ -206,11 +215,32 @@ def _parse_segment(text: str) -> tuple[float, float, int] | None:
     return (start, end, state) if math.isfinite(start) and math.isfinite(end) else None
 
 
-def _check_segmentation(path: Path) -> None:
-    """Each line must be ``start end state`` with start < end and state in 0..4."""
-    lines = path.read_text(encoding="ascii", errors="replace").splitlines()
+@dataclass
+class _Quirks:
+    """Real-release irregularities accepted while reading, noted once per dataset."""
+
+    zero_length: list[str] = field(default_factory=list)  # "file line N" of each start == end segment
+    crlf: list[str] = field(default_factory=list)  # segmentation files with CRLF line endings
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.zero_length:
+            notes.append(f"{len(self.zero_length)} zero-length segment(s) (start = end, a quirk of the release) "
+                         f"accepted: {', '.join(self.zero_length)}")
+        if self.crlf:
+            notes.append(f"{len(self.crlf)} segmentation file(s) with CRLF line endings read as usual: "
+                         f"{', '.join(self.crlf)}")
+        return notes
+
+
+def _check_segmentation(path: Path, quirks: _Quirks) -> None:
+    """Each line must be ``start end state`` with start <= end and state in 0..4; a zero-length
+    segment (start = end) and CRLF endings are recorded in `quirks`."""
+    data = path.read_bytes()
+    lines = data.decode("ascii", errors="replace").splitlines()
     if not any(line.strip() for line in lines):
         raise DataError(path, "segmentation file is empty")
+    zero_length = []
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -218,10 +248,16 @@ def _check_segmentation(path: Path) -> None:
         if segment is None:
             raise DataError(path, f"line {number}: expected 'start end state' numbers, got {text!r}")
         start, end, state = segment
-        if end <= start:
-            raise DataError(path, f"line {number}: segment end {end} is not after its start {start}")
+        if end < start:
+            raise DataError(path, f"line {number}: segment end {end} is before its start {start}")
         if state not in SEGMENT_STATES:
             raise DataError(path, f"line {number}: state {state} is not in 0..4")
+        if end == start:
+            zero_length.append(f"{path.name} line {number}")
+    # Recorded only once the whole file passed, so a skipped file adds no quirk.
+    quirks.zero_length += zero_length
+    if b"\r\n" in data:
+        quirks.crlf.append(path.name)
 
 
 def _listed_file(directory: Path, header: _PatientHeader, line: _RecordingLine, name: str) -> Path:
@@ -231,7 +267,7 @@ def _listed_file(directory: Path, header: _PatientHeader, line: _RecordingLine, 
     return path
 
 
-def _read_recording(directory: Path, header: _PatientHeader, line: _RecordingLine) -> Recording:
+def _read_recording(directory: Path, header: _PatientHeader, line: _RecordingLine, quirks: _Quirks) -> Recording:
     wav = _listed_file(directory, header, line, line.wav)
     wfdb = read_wfdb_header(_listed_file(directory, header, line, line.hea))
     info = probe_against_header(wfdb, wav)
@@ -241,7 +277,7 @@ def _read_recording(directory: Path, header: _PatientHeader, line: _RecordingLin
         )
     segmentation = _listed_file(directory, header, line, line.tsv) if line.tsv else None
     if segmentation is not None:
-        _check_segmentation(segmentation)
+        _check_segmentation(segmentation, quirks)
     return Recording(
         dataset=DATASET,
         recording_id=line.recording_id,
@@ -282,9 +318,7 @@ def _same(left: str | None, right: str | None) -> bool:
 
 def _check_summary(summary: _Summary, header: _PatientHeader) -> None:
     """The CSV row of a patient must agree with its header on locations, age, sex, murmur and outcome."""
-    row = summary.rows.get(header.patient_id)
-    if row is None:
-        raise DataError(summary.path, f"patient {header.patient_id} has a header but no row")
+    row = summary.rows[header.patient_id]
     pairs = {
         "locations": (
             "+".join(sorted(row[summary.locations_column].split("+"))),
@@ -303,6 +337,41 @@ def _check_summary(summary: _Summary, header: _PatientHeader) -> None:
             )
 
 
+@dataclass(frozen=True)
+class _Roster:
+    """The patients to read and the file that lists them; `path` None = every patient header found."""
+
+    patient_ids: list[str]
+    path: Path | None = None
+    entry: str = "row"  # what the listing has per patient, for messages
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else "the patient headers"
+
+
+def _header_ids(directory: Path) -> set[str]:
+    """Patients with a header file: ``{id}.txt`` where the id is a number (LICENSE.txt is not one)."""
+    return {path.stem for path in directory.glob("*.txt") if PATIENT_ID.fullmatch(path.stem)}
+
+
+def _records_ids(path: Path) -> list[str]:
+    """Patient ids of a PhysioNet RECORDS file: one record per line (``[training_data/]50782_AV_1``)."""
+    names = (Path(line.strip()).name for line in path.read_text(encoding="utf-8", errors="replace").splitlines())
+    return sorted({name.split("_", 1)[0] for name in names if name})
+
+
+def _roster(root: Path, directory: Path, summary: _Summary | None, notes: list[str]) -> _Roster:
+    """The summary table's patients; without it, those of a RECORDS file; else every header."""
+    if summary is not None:
+        return _Roster(sorted(summary.rows), summary.path)
+    for path in (root / RECORDS_FILE, directory / RECORDS_FILE):
+        if path.is_file():
+            notes.append(f"patients taken from {path.relative_to(root)}")
+            return _Roster(_records_ids(path), path, "record")
+    return _Roster(sorted(_header_ids(directory)))
+
+
 def _stray_files(directory: Path, header: _PatientHeader) -> list[str]:
     """Files named after the patient that its header does not list (e.g. a tsv without its recording)."""
     return sorted(
@@ -310,8 +379,23 @@ def _stray_files(directory: Path, header: _PatientHeader) -> list[str]:
     )
 
 
+def _owner(name: str) -> str | None:
+    """The patient id a file name belongs to: ``{id}.txt`` or ``{id}_...``; None for any other name."""
+    if "_" in name:
+        return name.split("_", 1)[0]
+    return name[: -len(".txt")] if name.endswith(".txt") else None
+
+
+def _orphan_files(directory: Path, patient_ids: set[str], roster: _Roster) -> list[str]:
+    """Entries of training_data/ that belong to no known patient (LICENSE.txt, RECORDS, test.m, ...)."""
+    return sorted(
+        path.name for path in directory.iterdir()
+        if _owner(path.name) not in patient_ids and path != roster.path
+    )
+
+
 def _read_patient(
-    directory: Path, path: Path, summary: _Summary | None, skip_bad: bool, problems: list[Problem]
+    directory: Path, path: Path, summary: _Summary | None, skip_bad: bool, problems: list[Problem], quirks: _Quirks
 ) -> tuple[Patient, list[Recording], list[str]]:
     """A patient, its recordings and the stray files next to them; DataError for patient-level problems."""
     header, line_errors = _read_patient_header(path)
@@ -327,7 +411,7 @@ def _read_patient(
             first = seen.setdefault(line.recording_id, line.line)
             if first != line.line:
                 raise DataError(path, f"line {line.line}: recording {line.recording_id} already listed on line {first}")
-            recordings.append(_read_recording(directory, header, line))
+            recordings.append(_read_recording(directory, header, line, quirks))
         except DataError as error:
             skip_or_raise(error, skip_bad, problems)
     return patient, recordings, _stray_files(directory, header)
@@ -344,11 +428,14 @@ def _summary_or_note(root: Path, notes: list[str]) -> _Summary | None:
 def read_circor2022(root: Path, *, skip_bad: bool = False) -> SourceDataset:
     """Read ``root/training_data`` (and cross-check ``root/training_data.csv``) into the shared schema.
 
-    Raises DataError for a bad file (malformed header or segmentation, unknown location/age/sex/murmur,
-    a listed file missing, header/wav mismatch, a recording listed twice, CSV disagreement); with
+    Reads the patients training_data.csv lists (without it: those of ``RECORDS``, else every
+    ``{id}.txt`` header). Raises DataError for a bad file (malformed header or segmentation, unknown
+    location/age/sex/murmur, a listed file missing, header/wav mismatch, a recording listed twice, CSV
+    disagreement, a listed patient without a header or a header the listing lacks); with
     ``skip_bad=True`` the bad recording, or the whole patient for patient-level problems, is left out
-    and listed in ``problems`` (a patient left without recordings is dropped). Files a header does not
-    list are ignored and noted. A missing training_data folder or a summary table without the needed
+    and listed in ``problems`` (a patient left without recordings is dropped). Files that belong to no
+    recording are ignored and noted, and so are the quirks accepted (zero-length segments, CRLF
+    segmentation files). A missing training_data folder or a summary table without the needed
     columns always raises.
     """
     root = Path(root)
@@ -357,12 +444,17 @@ def read_circor2022(root: Path, *, skip_bad: bool = False) -> SourceDataset:
         raise DataError(directory, "CirCor training_data folder is missing")
     notes: list[str] = []
     problems: list[Problem] = []
+    quirks = _Quirks()
     summary = _summary_or_note(root, notes)
+    roster = _roster(root, directory, summary, notes)
     patients: dict[str, Patient] = {}
     recordings: list[Recording] = []
-    for path in sorted(directory.glob("*.txt")):
+    for patient_id in roster.patient_ids:
+        path = directory / f"{patient_id}.txt"
         try:
-            patient, patient_recordings, strays = _read_patient(directory, path, summary, skip_bad, problems)
+            if not path.is_file():
+                raise DataError(roster.path or path, f"patient {patient_id} has no header file")
+            patient, patient_recordings, strays = _read_patient(directory, path, summary, skip_bad, problems, quirks)
         except DataError as error:
             skip_or_raise(error, skip_bad, problems)
             continue
@@ -370,7 +462,12 @@ def read_circor2022(root: Path, *, skip_bad: bool = False) -> SourceDataset:
         if patient_recordings:
             patients[patient.patient_id] = patient
             recordings.extend(patient_recordings)
-    if summary is not None:
-        for patient_id in sorted(set(summary.rows) - {path.stem for path in directory.glob("*.txt")}):
-            skip_or_raise(DataError(summary.path, f"patient {patient_id} has no header file"), skip_bad, problems)
+    headers = _header_ids(directory)
+    for patient_id in sorted(headers - set(roster.patient_ids)):
+        skip_or_raise(DataError(roster.path, f"patient {patient_id} has a header but no {roster.entry}"), skip_bad,
+                      problems)
+    notes += quirks.notes()
+    known = headers | set(roster.patient_ids)
+    notes.extend(f"{name}: belongs to no patient of {roster.name}; ignored"
+                 for name in _orphan_files(directory, known, roster))
     return SourceDataset(DATASET, root, recordings, patients, problems, notes)

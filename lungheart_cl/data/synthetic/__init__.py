@@ -30,7 +30,7 @@ WRITERS: dict[str, Callable[..., None]] = {
 }
 # Bumped whenever the generated sound changes, so an embedded default written by an older
 # generator is not reused (it is part of the default's folder name).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # About the size of the real ICBHI database: 126 patients, ~920 recordings, ~5.5 hours.
 ICBHI_SIZED = {"patients": 126, "recordings_per_patient": 920 / 126, "duration_s": 20.0}
 

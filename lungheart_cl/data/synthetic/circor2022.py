@@ -7,7 +7,10 @@ Written under the root, byte-compatible with the real files (the early release: 
     training_data/{id}_{LOC}[_k].wav   4 kHz, 16-bit mono PCG (_1, _2 when a location is repeated)
     training_data/{id}_{LOC}[_k].hea   CRLF WFDB header
     training_data/{id}_{LOC}[_k].tsv   LF, tab: start, end, state (0 none, 1 S1, 2 systole, 3 S2,
-                                    4 diastole); a few recordings have none
+                                    4 diastole); a few recordings have none, a few end with a
+                                    zero-length segment or have CRLF endings (as real files do)
+    training_data/{id}_{LOC}.tsv    beside a repeated location's _1/_2 recordings: a stray file no
+                                    header lists, with the bytes of the real 50782_MV.tsv
     training_data.csv               LF summary table, one row per patient
 
 A murmur is audible at the patient's murmur locations only, loudest at the most audible one, with
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lungheart_cl.data.synthetic.devices import CIRCOR_DEVICE, chest_wall, record
-from lungheart_cl.data.synthetic.files import CRLF, format_number, write_lines, write_wav
+from lungheart_cl.data.synthetic.files import CRLF, LF, format_number, write_lines, write_wav
 from lungheart_cl.data.synthetic.heart import Heart, Murmur, normal_heart, pcg_source, random_murmur, segmentation
 from lungheart_cl.data.synthetic.population import choose, stratified, stream
 from lungheart_cl.data.synthetic.signals import Response
@@ -44,8 +47,15 @@ AGE_YEARS = {
     "nan": (18.0, 40.0),
 }
 MURMURS = {"Present": 0.3, "Absent": 0.62, "Unknown": 0.08}
-# Irregularities of the real files, one per affected patient; every one appears from 17 patients on.
-QUIRKS = {"none": 0.8, "repeated location": 0.08, "missing segmentation": 0.06, "extra location": 0.06}
+# Irregularities of the real files, one per affected patient; every one appears from 20 patients on.
+QUIRKS = {
+    "none": 0.7, "repeated location": 0.08, "missing segmentation": 0.06, "extra location": 0.06,
+    "zero-length final segment": 0.05, "CRLF segmentation": 0.05,
+}
+# The quirks that touch one recording's segmentation file.
+SEGMENTATION_QUIRKS = ("missing segmentation", "zero-length final segment", "CRLF segmentation")
+# The real stray 50782_MV.tsv, which sits beside 50782_MV_1 and 50782_MV_2 and no header lists.
+STRAY_SEGMENTATION = b"0\t0\t28"
 SEXES = {"Female": 0.5, "Male": 0.5}
 LOCATIONS = ("AV", "PV", "TV", "MV")
 OTHER_LOCATION = "Phc"
@@ -81,12 +91,13 @@ class CircorPatient:
 
 @dataclass(frozen=True)
 class CircorRecording:
-    """One recording to write: its file name, location and whether it gets a segmentation."""
+    """One recording to write: its file name, location and whether it gets a segmentation (and its quirk)."""
 
     number: int  # position among the patient's recordings, keys its random stream
     name: str
     location: str
     has_segmentation: bool
+    segmentation_quirk: str | None = None  # "zero-length final segment" | "CRLF segmentation"
 
 
 def write_circor2022(root: Path, *, patients: int, seed: int = 0) -> None:
@@ -99,6 +110,7 @@ def write_circor2022(root: Path, *, patients: int, seed: int = 0) -> None:
         recordings = plan_recordings(stream(seed, DATASET_KEY, RECORDINGS, patient.number), patient)
         for recording in recordings:
             write_recording(root / DATA_DIR, patient, recording, seed)
+        write_stray_files(root / DATA_DIR, patient, recordings)
         write_patient_header(root / DATA_DIR, patient, recordings)
         rows.append(summary_row(patient, recordings))
     columns = ["Patient ID", "Locations", *HEADER_KEYS]
@@ -198,17 +210,20 @@ def _murmur_fields(kind: str, murmur: Murmur | None) -> dict[str, str]:
 
 
 def plan_recordings(rng: np.random.Generator, patient: CircorPatient) -> list[CircorRecording]:
-    """One recording per location; the patient's quirk may repeat a location (``_1``, ``_2``) or
-    leave one recording without its segmentation."""
+    """One recording per location; the patient's quirk may repeat a location (``_1``, ``_2``), leave
+    one recording without its segmentation or give one segmentation file a quirk of the real files."""
     repeated = choose(rng, patient.locations) if patient.quirk == "repeated location" else None
     recordings: list[CircorRecording] = []
     for location in patient.locations:
         for suffix in ("_1", "_2") if location == repeated else ("",):
             name = f"{patient.patient_id}_{location}{suffix}"
             recordings.append(CircorRecording(len(recordings), name, location, has_segmentation=True))
-    if patient.quirk == "missing segmentation":
-        unsegmented = int(rng.integers(len(recordings)))
-        recordings[unsegmented] = replace(recordings[unsegmented], has_segmentation=False)
+    if patient.quirk in SEGMENTATION_QUIRKS:
+        chosen = int(rng.integers(len(recordings)))
+        if patient.quirk == "missing segmentation":
+            recordings[chosen] = replace(recordings[chosen], has_segmentation=False)
+        else:
+            recordings[chosen] = replace(recordings[chosen], segmentation_quirk=patient.quirk)
     return recordings
 
 
@@ -246,8 +261,17 @@ def write_recording(folder: Path, patient: CircorPatient, recording: CircorRecor
     if recording.has_segmentation:
         duration_s = audio.size / SAMPLE_RATE
         rows = segmentation(beats, duration_s, rng.uniform(0.3, 1.5), duration_s - rng.uniform(0.2, 1.5))
+        if recording.segmentation_quirk == "zero-length final segment":  # as 50647_PV.tsv: "29.84 29.84 0"
+            rows.append((duration_s, duration_s, 0))
         lines = [f"{format_number(start, 6)}\t{format_number(end, 6)}\t{state}" for start, end, state in rows]
-        write_lines(folder / f"{recording.name}.tsv", lines)
+        newline = CRLF if recording.segmentation_quirk == "CRLF segmentation" else LF
+        write_lines(folder / f"{recording.name}.tsv", lines, newline=newline)
+
+
+def write_stray_files(folder: Path, patient: CircorPatient, recordings: list[CircorRecording]) -> None:
+    """A repeated location's stray ``{id}_{LOC}.tsv`` that no header lists, as patient 50782 has."""
+    for location in [r.location for r in recordings if r.name.endswith("_1")]:
+        (folder / f"{patient.patient_id}_{location}.tsv").write_bytes(STRAY_SEGMENTATION)
 
 
 def write_patient_header(folder: Path, patient: CircorPatient, recordings: list[CircorRecording]) -> None:
