@@ -281,8 +281,7 @@ class Classifier(L.LightningModule):
     # --------------------------------------------------------------- results
     def run_name(self) -> str:
         data = self.trainer.datamodule
-        return (f"{data.dataset}-{self.task.name}-{self.scheme}-{self.mode}-lf{data.label_fraction:g}"
-                f"-seed{data.label_seed}")
+        return f"{data.dataset}-{self.task.name}-{self.scheme}-{self.mode}-{data.label_tag}-seed{data.label_seed}"
 
     def _write_results(self) -> Path:
         data = self.trainer.datamodule

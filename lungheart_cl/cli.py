@@ -7,6 +7,7 @@
     lungheart-cl views show --config PRETRAIN.yaml --out views.png
     lungheart-cl sweep SPEC.yaml [key=value ...]
     lungheart-cl report RUNS_DIR [--wandb]
+    lungheart-cl compare RUNS_DIR --a SCHEME[:MODE] --b SCHEME[:MODE] [--metric auroc]
 
 `pretrain` and `finetune` hand their arguments to Lightning's CLI, so every constructor argument
 of the model, data module and trainer can be set from YAML or as `--trainer.max_epochs 50`.
@@ -158,6 +159,9 @@ def _dispatch(argv: list[str]) -> int:
     report.add_argument("--metric", default="auroc")
     report.add_argument("--no-published", action="store_true", help="do not draw the study's published values")
     report.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B")
+    from lungheart_cl.compare import add_compare_parser
+
+    add_compare_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "data":
         return _run_data(args)
@@ -174,6 +178,10 @@ def _dispatch(argv: list[str]) -> int:
         return run_sweep(args.spec, args.overrides)
     if args.command == "report":
         return _run_report(args)
+    if args.command == "compare":
+        from lungheart_cl.compare import run_compare
+
+        return run_compare(args)
     if args.command == "predict":
         from lungheart_cl.predict import run_predict
 

@@ -1,8 +1,10 @@
-"""Label-fraction reports: aggregate finetune results over seeds, compare with the published study, plot.
+"""Label-efficiency reports: aggregate finetune results over seeds, compare with the published study, plot.
 
 Every finetune run writes a results JSON (``Classifier._write_results``). This module collects them,
-averages each (dataset, task, scheme, mode, label fraction) cell over seeds, sets the numbers beside
-those of Soni et al. (2022) and writes ``report.md``, ``report.csv`` and one figure per dataset/task.
+averages each (dataset, task, scheme, mode, labelled subset) cell over seeds, sets the numbers beside
+those of Soni et al. (2022) and writes ``report.md``, ``report.csv`` and one figure per dataset/task and
+kind of labelled subset: label fractions (x = fraction) or label budgets (``data.labelled_patients``;
+x = number of labelled patients, on PhysioNet 2016 recordings). Both x axes are logarithmic.
 Our intervals come from a patient-cluster bootstrap; the study's from a per-segment bootstrap, which
 gives narrower intervals, so overlap is read with that in mind.
 """
@@ -43,8 +45,9 @@ Every finetune run logs its hyperparameters as the run config (flat keys such as
 2. Group runs by ``scheme`` (the grouping button above the runs table; pass ``--model.scheme``
    when training so the config carries the name rather than null), which averages the seeds.
 3. Add a panel, "Scatter plot" or "Line plot": x axis ``label_fraction`` (choose it under the
-   config keys, not the step), y axis ``test/auroc``; in its settings set the x axis to log
-   scale and the group aggregation to mean with min/max or std-dev as the range.
+   config keys, not the step; for label-budget runs ``labelled_patients``), y axis ``test/auroc``;
+   in its settings set the x axis to log scale and the group aggregation to mean with min/max or
+   std-dev as the range.
 
 Or skip the set-up: ``log_to_wandb`` logs a ``results`` Table of the aggregated cells (mean,
 std, seeds, mean 95% CI, published values) and one line chart of metric vs label fraction per
@@ -68,18 +71,20 @@ PUBLISHED_CSV = "soni2022_published_auroc.csv"
 PUBLISHED_DATASETS = {"icbhi2017": "icbhi"}  # the study's dataset names -> ours
 PUBLISHED_LEVELS = {"physionet2016": "recording", "icbhi": "segment"}
 PUBLISHED_LABEL = "Soni et al. 2022"
+AXIS_NAMES = {"fraction": "label fraction (log scale)", "budget": "labelled training patients (log scale)"}
 
 
 @dataclass(frozen=True)
 class Row:
-    """One cell of the report: a metric for a (dataset, task, scheme, mode, label fraction) over seeds."""
+    """One cell of the report: a metric for a (dataset, task, scheme, mode, labelled subset) over seeds; the
+    subset is a label fraction, or a label budget (``label_fraction`` None)."""
 
     dataset: str
     task: str
     level: str
     scheme: str
     mode: str
-    label_fraction: float
+    label_fraction: float | None
     metric: str
     mean: float
     std: float  # sample standard deviation across seeds (ddof=1); nan with fewer than two seeds
@@ -89,10 +94,20 @@ class Row:
     values: tuple[float, ...] = ()
     seeds: tuple[int, ...] = ()
     source: str = "ours"  # or "published"
+    label_budget: int | None = None  # labelled training patients, for a budget run
 
     @property
-    def key(self) -> tuple[str, str, str, str, float]:
-        return self.dataset, self.task, self.scheme, self.mode, self.label_fraction
+    def key(self) -> tuple[str, str, str, str, float | None, int | None]:
+        return self.dataset, self.task, self.scheme, self.mode, self.label_fraction, self.label_budget
+
+    @property
+    def axis(self) -> str:
+        """What the x axis counts: ``budget`` (labelled patients) or ``fraction`` (of the training patients)."""
+        return "fraction" if self.label_budget is None else "budget"
+
+    @property
+    def x(self) -> float:
+        return float(self.label_fraction if self.label_budget is None else self.label_budget)
 
 
 @dataclass(frozen=True)
@@ -134,11 +149,27 @@ def _result_problem(payload: dict) -> str | None:
     if not isinstance(metrics, dict) or not all(isinstance(m, dict) and "value" in m for m in metrics.values()):
         return "'metrics' is not a mapping of {value, ci_low, ci_high}"
     try:
-        float(payload["label_fraction"]), int(payload["seed"])
+        budget = label_budget(payload)
+        if budget is None:
+            float(payload["label_fraction"])
+        int(payload["seed"])
         [float(m["value"]) for m in metrics.values()]
-    except (TypeError, ValueError):
-        return "label_fraction, seed or a metric value is not a number"
+    except (TypeError, ValueError, AttributeError):
+        return "label_fraction (or data.label_budget), seed or a metric value is not a number"
     return None
+
+
+def label_budget(result: dict) -> int | None:
+    """The run's label budget (the data summary's ``label_budget``), None for a label-fraction run."""
+    budget = (result.get("data") or {}).get("label_budget")
+    return None if budget is None else int(budget)
+
+
+def cell_key(result: dict) -> tuple[str, str, str, str, float | None, int | None]:
+    """(dataset, task, scheme, mode, label fraction, label budget): the runs whose seeds a cell averages."""
+    budget = label_budget(result)
+    fraction = None if budget is not None else float(result["label_fraction"])
+    return result["dataset"], result["task"], result["scheme"], result["mode"], fraction, budget
 
 
 def _log_skipped(scan: ResultScan) -> None:
@@ -161,14 +192,13 @@ def _finite_mean(values: Iterable[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def _latest_per_seed(results: Sequence[dict]) -> list[dict]:
+def latest_per_seed(results: Sequence[dict]) -> list[dict]:
     """One result per (cell, seed): a re-run replaces the earlier one instead of counting as a new seed."""
     latest: dict[tuple, dict] = {}
     for result in results:
-        key = (result["dataset"], result["task"], result["scheme"], result["mode"],
-               float(result["label_fraction"]), int(result["seed"]))
+        key = (*cell_key(result), int(result["seed"]))
         if key in latest:
-            log.warning("two results for %s seed %d; keeping the later one", key[:5], key[5])
+            log.warning("two results for %s seed %d; keeping the later one", key[:-1], key[-1])
             if str(result.get("finished", "")) < str(latest[key].get("finished", "")):
                 continue
         latest[key] = result
@@ -178,12 +208,11 @@ def _latest_per_seed(results: Sequence[dict]) -> list[dict]:
 def aggregate_results(results: Sequence[dict], metric: str = "auroc") -> list[Row]:
     """Mean, std and count across seeds, mean CI bounds and per-seed values for every cell with ``metric``."""
     groups: dict[tuple, list[dict]] = {}
-    for result in _latest_per_seed(results):
+    for result in latest_per_seed(results):
         entry = result["metrics"].get(metric)
         if entry is None or not math.isfinite(float(entry["value"])):
             continue  # the metric is not defined for this run's task (or was nan, e.g. one class in test)
-        key = (result["dataset"], result["task"], result["scheme"], result["mode"], float(result["label_fraction"]))
-        groups.setdefault(key, []).append(result)
+        groups.setdefault(cell_key(result), []).append(result)
     rows = [_aggregate_cell(key, sorted(runs, key=lambda r: int(r["seed"])), metric) for key, runs in groups.items()]
     return sort_rows(rows)
 
@@ -192,21 +221,21 @@ def _aggregate_cell(key: tuple, runs: list[dict], metric: str) -> Row:
     entries = [run["metrics"][metric] for run in runs]
     values = np.asarray([float(e["value"]) for e in entries])
     levels = sorted({str(run.get("level", "")) for run in runs})
-    dataset, task, scheme, mode, fraction = key
+    dataset, task, scheme, mode, fraction, budget = key
     return Row(dataset, task, level="/".join(levels), scheme=scheme, mode=mode, label_fraction=fraction, metric=metric,
                mean=float(values.mean()), std=float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
                n=len(values), ci_low=_finite_mean(e.get("ci_low", float("nan")) for e in entries),
                ci_high=_finite_mean(e.get("ci_high", float("nan")) for e in entries),
-               values=tuple(values.tolist()), seeds=tuple(int(run["seed"]) for run in runs))
+               values=tuple(values.tolist()), seeds=tuple(int(run["seed"]) for run in runs), label_budget=budget)
 
 
 def sort_rows(rows: Iterable[Row]) -> list[Row]:
     """Stable report order: dataset, task, mode (linear, finetune, scratch), schemes before baselines,
-    scheme, label fraction."""
+    scheme, fractions before budgets, label fraction or budget."""
     def order(row: Row) -> tuple:
         mode = MODES.index(row.mode) if row.mode in MODES else len(MODES)
         baseline = row.scheme in BASELINE_STYLES
-        return row.dataset, row.task, mode, row.mode, baseline, row.scheme, row.label_fraction, row.source
+        return row.dataset, row.task, mode, row.mode, baseline, row.scheme, row.axis != "fraction", row.x, row.source
     return sorted(rows, key=order)
 
 
@@ -238,6 +267,11 @@ def fraction_label(fraction: float) -> str:
     return f"{fraction * 100:.3g}%"
 
 
+def x_label(axis: str, x: float) -> str:
+    """A column or tick label: '10%' for a fraction, 'n=40' for a budget."""
+    return fraction_label(x) if axis == "fraction" else f"n={x:g}"
+
+
 def format_cell(row: Row) -> str:
     """``0.853 ± 0.012 [0.81, 0.89] (n=3)``; the std is left out with one seed, the CI when unknown."""
     text = f"{row.mean:.3f}"
@@ -253,15 +287,15 @@ def _markdown_table(header: list[str], lines: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, rule, *lines])
 
 
-def _pivot(rows: Sequence[Row], fractions: Sequence[float], with_source: bool) -> str:
-    """Rows = scheme x mode (x source), columns = label fractions."""
+def _pivot(rows: Sequence[Row], xs: Sequence[float], with_source: bool) -> str:
+    """Rows = scheme x mode (x source), columns = label fractions or budgets (one kind per table)."""
     cells: dict[tuple, dict[float, Row]] = {}
     for row in rows:
         key = (row.scheme, row.mode, row.source) if with_source else (row.scheme, row.mode)
-        cells.setdefault(key, {})[row.label_fraction] = row
-    header = ["scheme", "mode", *(["source"] if with_source else []), *map(fraction_label, fractions)]
-    lines = [[*key, *(format_cell(by_fraction[f]) if f in by_fraction else "–" for f in fractions)]
-             for key, by_fraction in cells.items()]
+        cells.setdefault(key, {})[row.x] = row
+    axis = rows[0].axis
+    header = ["scheme", "mode", *(["source"] if with_source else []), *(x_label(axis, x) for x in xs)]
+    lines = [[*key, *(format_cell(by_x[x]) if x in by_x else "–" for x in xs)] for key, by_x in cells.items()]
     return _markdown_table(header, lines)
 
 
@@ -276,14 +310,15 @@ def _comparison_rows(ours: Sequence[Row], published: Sequence[Row]) -> list[Row]
 
 def _markdown_section(ours: Sequence[Row], published: Sequence[Row], figure: str | None) -> str:
     first = ours[0]
-    fractions = sorted({r.label_fraction for r in [*ours, *published]})
-    parts = [f"## {first.dataset} · {first.task} (scored per {first.level})", "",
-             _pivot(ours, fractions, with_source=False), ""]
+    xs = sorted({r.x for r in [*ours, *published]})
+    by = "" if first.axis == "fraction" else " · by number of labelled training patients"
+    parts = [f"## {first.dataset} · {first.task} (scored per {first.level}){by}", "",
+             _pivot(ours, xs, with_source=False), ""]
     if figure:
         parts += [f"![{first.dataset} {first.task}]({figure})", ""]
     if published:
         parts += [f"### Beside the published values ({PUBLISHED_LABEL})", "",
-                  _pivot(_comparison_rows(ours, published), fractions, with_source=True), ""]
+                  _pivot(_comparison_rows(ours, published), xs, with_source=True), ""]
     return "\n".join(parts)
 
 
@@ -305,8 +340,8 @@ def _hex(rgb: Sequence[float]) -> str:
 
 def _draw_ours(ax, rows: Sequence[Row], style: dict, band_alpha: float) -> None:
     """Mean line with markers, a band for the mean 95% CI (± std when no CI), faint per-seed dots."""
-    rows = sorted(rows, key=lambda r: r.label_fraction)
-    x = np.asarray([r.label_fraction for r in rows])
+    rows = sorted(rows, key=lambda r: r.x)
+    x = np.asarray([r.x for r in rows])
     y = np.asarray([r.mean for r in rows])
     std = np.asarray([r.std for r in rows])
     has_ci = np.asarray([math.isfinite(r.ci_low) and math.isfinite(r.ci_high) for r in rows])
@@ -316,11 +351,11 @@ def _draw_ours(ax, rows: Sequence[Row], style: dict, band_alpha: float) -> None:
     if len(rows) > 1:
         ax.fill_between(x, low, high, color=colour, alpha=band_alpha * (0.6 if style["baseline"] else 1),
                         linewidth=0)
-    else:  # a band needs two fractions; one point gets an error bar
+    else:  # a band needs two points; one point gets an error bar
         ax.errorbar(x, y, yerr=[y - low, high - y], fmt="none", ecolor=colour, alpha=0.5, capsize=3)
     ax.plot(x, y, color=colour, linestyle=style["linestyle"], marker=style["marker"], linewidth=1.8,
             markersize=6, zorder=3)
-    seeds_x = np.concatenate([[r.label_fraction] * len(r.values) for r in rows])
+    seeds_x = np.concatenate([[r.x] * len(r.values) for r in rows])
     seeds_y = np.concatenate([r.values for r in rows])
     ax.scatter(seeds_x, seeds_y, s=9, color=colour, alpha=0.35, linewidths=0, zorder=2)
 
@@ -354,13 +389,13 @@ def _legend_handles(schemes: Sequence[str], styles: dict[str, dict], metric: str
     return handles
 
 
-def _format_axes(ax, fractions: Sequence[float], metric: str, title: str) -> None:
+def _format_axes(ax, xs: Sequence[float], axis: str, metric: str, title: str) -> None:
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(list(fractions)))
+    ax.xaxis.set_major_locator(FixedLocator(list(xs)))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([fraction_label(f) for f in fractions])
-    ax.set_xlim(min(fractions) / 1.6, max(fractions) * 1.6)
-    ax.set_xlabel("label fraction (log scale)")
+    ax.set_xticklabels([fraction_label(x) if axis == "fraction" else f"{x:g}" for x in xs])
+    ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+    ax.set_xlabel(AXIS_NAMES[axis])
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", color="0.9", linewidth=0.8)
     ax.set_axisbelow(True)
@@ -372,11 +407,12 @@ def _format_axes(ax, fractions: Sequence[float], metric: str, title: str) -> Non
 
 def plot_dataset_task(ours: Sequence[Row], published: Sequence[Row], styles: dict[str, dict],
                       out_path: str | Path) -> Path:
-    """Linear | fine-tune panels of metric vs label fraction; the scratch baseline is drawn in both."""
+    """Linear | fine-tune panels of metric vs label fraction or budget (one kind per figure: ``ours`` are of one
+    axis, ``published`` only beside fractions); the scratch baseline is drawn in both."""
     first = ours[0]
     our_schemes = {r.scheme for r in ours}
     published = [r for r in published if r.scheme in our_schemes]  # only where a scheme matches ours
-    fractions = sorted({r.label_fraction for r in [*ours, *published]})
+    xs = sorted({r.x for r in [*ours, *published]})
     figure = Figure(figsize=(12, 4.6), dpi=150, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2, sharey=True)
@@ -392,7 +428,7 @@ def plot_dataset_task(ours: Sequence[Row], published: Sequence[Row], styles: dic
                             styles[scheme], nudge=1.07 * 1.045 ** k)
         if not panel:
             ax.text(0.5, 0.5, f"no {mode} runs", transform=ax.transAxes, ha="center", va="center", color="0.5")
-        _format_axes(ax, fractions, first.metric, title)
+        _format_axes(ax, xs, first.axis, first.metric, title)
     axes[0].set_ylabel(f"test {METRIC_NAMES.get(first.metric, first.metric)}")
     figure.suptitle(f"{first.dataset} · {first.task} · scored per {first.level} · "
                     f"{METRIC_NAMES.get(first.metric, first.metric)}\n95% CI: patient-cluster bootstrap",
@@ -406,10 +442,11 @@ def plot_dataset_task(ours: Sequence[Row], published: Sequence[Row], styles: dic
 
 
 # ---------------------------------------------------------------------------------------------- files
-def _by_dataset_task(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
-    groups: dict[tuple[str, str], list[Row]] = {}
+def _by_section(rows: Iterable[Row]) -> dict[tuple[str, str, str], list[Row]]:
+    """Rows by (dataset, task, axis): one table and figure each, fractions and budgets apart."""
+    groups: dict[tuple[str, str, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row.dataset, row.task), []).append(row)
+        groups.setdefault((row.dataset, row.task, row.axis), []).append(row)
     return groups
 
 
@@ -435,7 +472,7 @@ def write_csv(rows: Sequence[Row], path: str | Path) -> Path:
 
 
 def _report_header(scan: ResultScan, runs_dir: str | Path, metric: str) -> list[str]:
-    return [f"# Label-fraction report: test {METRIC_NAMES.get(metric, metric)}", "",
+    return [f"# Label-efficiency report: test {METRIC_NAMES.get(metric, metric)}", "",
             f"{len(scan.results)} result files from `{runs_dir}`; {len(scan.broken)} broken and "
             f"{len(scan.other)} other JSON files skipped.", "",
             "Cells: mean ± std across seeds [mean of the per-run 95% CI bounds] (n = seeds). "
@@ -453,13 +490,15 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, metric: str = "auroc
     scan = scan_results(runs_dir)
     _log_skipped(scan)
     ours = aggregate_results(scan.results, metric)
-    groups = _by_dataset_task(ours)
-    reference = {key: published_results(*key) if published and metric == "auroc" else [] for key in groups}
+    groups = _by_section(ours)
+    reference = {key: published_results(*key[:2]) if published and metric == "auroc" and key[2] == "fraction" else []
+                 for key in groups}  # the study published label fractions only
     styles = scheme_styles(r.scheme for r in ours)  # published rows are drawn only for schemes we ran
     parts = _report_header(scan, runs_dir, metric)
-    for (dataset, task), rows in groups.items():
-        figure = plot_dataset_task(rows, reference[(dataset, task)], styles, out_dir / f"{dataset}-{task}-{metric}.png")
-        parts.append(_markdown_section(rows, reference[(dataset, task)], figure.name))
+    for (dataset, task, axis), rows in groups.items():
+        name = f"{dataset}-{task}-{metric}{'' if axis == 'fraction' else '-budgets'}.png"
+        figure = plot_dataset_task(rows, reference[(dataset, task, axis)], styles, out_dir / name)
+        parts.append(_markdown_section(rows, reference[(dataset, task, axis)], figure.name))
     if scan.broken:
         parts += ["## Skipped files", "", *(f"- `{path}`: {reason}" for path, reason in scan.broken)]
     if not groups:
@@ -485,14 +524,16 @@ def _wandb_mode() -> str:
 
 
 def _line_series(rows: Sequence[Row], mode: str, title: str):
-    """One series per scheme of metric vs label fraction; the scratch baseline joins both modes."""
+    """One series per scheme of metric vs label fraction or budget (rows of one axis); the scratch baseline
+    joins both modes."""
     import wandb
 
     panel = [r for r in rows if r.source == "ours" and r.mode in (mode, "scratch")]
     schemes = sorted({r.scheme for r in panel})
-    series = [sorted((r.label_fraction, r.mean) for r in panel if r.scheme == s) for s in schemes]
+    series = [sorted((r.x, r.mean) for r in panel if r.scheme == s) for s in schemes]
+    xname = "label_fraction" if rows[0].axis == "fraction" else "labelled_patients"
     return wandb.plot.line_series(xs=[[x for x, _ in s] for s in series], ys=[[y for _, y in s] for s in series],
-                                  keys=schemes, title=title, xname="label_fraction")
+                                  keys=schemes, title=title, xname=xname)
 
 
 def start_wandb_run(project: str, name: str, job_type: str, save_dir: str | Path | None = None,
@@ -534,12 +575,12 @@ def log_to_wandb(rows: Sequence[Row], project: str = "lungheart-cl", images: Ite
         records = rows_as_records(rows)
         columns = list(records[0]) if records else [f.name for f in fields(Row)]
         payload: dict = {"results": wandb.Table(columns=columns, data=[list(r.values()) for r in records])}
-        for (dataset, task), group in _by_dataset_task(rows).items():
-            metric = group[0].metric
+        for (dataset, task, axis), group in _by_section(rows).items():
+            metric, versus = group[0].metric, "label_fraction" if axis == "fraction" else "labelled_patients"
             for mode_name, title in PANELS:
                 if any(r.mode == mode_name and r.source == "ours" for r in group):
-                    payload[f"{dataset}/{task}/{mode_name}/{metric}_vs_label_fraction"] = _line_series(
-                        group, mode_name, f"{dataset} {task}: {title}, test {metric} vs label fraction")
+                    payload[f"{dataset}/{task}/{mode_name}/{metric}_vs_{versus}"] = _line_series(
+                        group, mode_name, f"{dataset} {task}: {title}, test {metric} vs {versus.replace('_', ' ')}")
         for image in map(Path, images):
             payload[f"figures/{image.stem}"] = wandb.Image(str(image), caption=image.stem)
         run.log(payload)

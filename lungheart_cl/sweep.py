@@ -1,12 +1,16 @@
-"""`lungheart-cl sweep SPEC.yaml`: pretrain schemes, then evaluate them across label fractions and seeds.
+"""`lungheart-cl sweep SPEC.yaml`: pretrain schemes, then evaluate them across labelled subsets and seeds.
 
 A spec (see experiments/finetune_grid_default.yaml and experiments/paper_*.yaml) names the
 pretraining runs (optional), the evaluations to run for each pretrained encoder, scheme-independent
-baselines, label fractions and seeds. Before the first run starts, every run's arguments are parsed
+baselines, seeds, and the labelled subsets: ``label_fractions`` (e.g. [0.1, 1.0]), ``label_budgets``
+(numbers of labelled training patients, e.g. [20, 40, 80, 160]) or both; run keys say which
+(``...-lf0.1-seed0``, ``...-n40-seed0``). Before the first run starts, every run's arguments are parsed
 as its run will parse them, so a misspelled path or flag anywhere in the spec stops the sweep at
 once. Every finished run leaves a marker in ``RUNS_DIR/done``; SIGTERM (or Ctrl-C) stops the sweep
 with a non-zero status and leaves the run it interrupted unmarked, so the same command resumes with
-that run. At the end the report (tables + plots) is written and the comparison table printed.
+that run. At the end the report (tables + plots) is written and the comparison table printed; a
+``compare: [[A, B], ...]`` entry (each ``SCHEME[:MODE]``) adds the paired comparison of B against A
+(``lungheart_cl.compare``) beside the report.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lungheart_cl.data.splits import label_tag
+
 log = logging.getLogger(__name__)
 
 
@@ -44,19 +50,59 @@ class PretrainRun:
     args: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Labels:
+    """The labelled subset of a run: a fraction of the training patients, or a budget (a number of them)."""
+
+    fraction: float | None = None
+    budget: int | None = None
+
+    @property
+    def tag(self) -> str:
+        return label_tag(self.fraction, self.budget)
+
+    def flags(self) -> list[str]:
+        """Both data arguments, always: a fraction or budget set in the finetune config cannot leak in."""
+        if self.budget is not None:
+            return ["--data.labelled_patients", str(self.budget), "--data.label_fraction", "1.0"]
+        return ["--data.label_fraction", str(self.fraction), "--data.labelled_patients", "null"]
+
+
 @dataclass
 class SweepSpec:
     runs_dir: str
     finetune_config: str | list[str]
-    label_fractions: list[float]
     seeds: list[int]
     evaluations: list[Evaluation]
+    label_fractions: list[float] = field(default_factory=list)
+    label_budgets: list[int] = field(default_factory=list)  # labelled training patients (PhysioNet: recordings)
+    compare: list[list[str]] = field(default_factory=list)  # [[A, B], ...]: paired tables of B against A
     baselines: list[Evaluation] = field(default_factory=list)
     pretrain: list[PretrainRun] = field(default_factory=list)
     pretrain_seeds: list[int] = field(default_factory=lambda: [0])
     common_args: dict[str, Any] = field(default_factory=dict)  # every finetune run
     pretrain_args: dict[str, Any] = field(default_factory=dict)  # every pretraining run
     wandb_project: str = "lungheart-cl"
+
+    def __post_init__(self) -> None:
+        if not self.label_fractions and not self.label_budgets:
+            raise ValueError("needs label_fractions, label_budgets or both")
+        bad = [f for f in self.label_fractions if not (isinstance(f, (int, float)) and 0 < f <= 1)]
+        bad += [b for b in self.label_budgets if not (isinstance(b, int) and not isinstance(b, bool) and b > 0)]
+        if bad:
+            raise ValueError(f"label_fractions must lie in (0, 1] and label_budgets be positive integers; got {bad}")
+        from lungheart_cl.compare import parse_method
+
+        for pair in self.compare:
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise ValueError(f"compare entries are [A, B] pairs of SCHEME[:MODE]; got {pair!r}")
+            for method in pair:
+                parse_method(method)
+
+    @property
+    def labels(self) -> list[Labels]:
+        """Every labelled subset of the grid: the fractions, then the budgets."""
+        return [Labels(fraction=float(f)) for f in self.label_fractions] + [Labels(budget=b) for b in self.label_budgets]
 
     @classmethod
     def load(cls, path: Path, overrides: list[str] | None = None) -> SweepSpec:
@@ -69,7 +115,7 @@ class SweepSpec:
             for key, entry in (("evaluations", Evaluation), ("baselines", Evaluation), ("pretrain", PretrainRun)):
                 data[key] = [entry(**{**item, "args": _flatten(item.get("args") or {})}) for item in data.get(key, [])]
             return cls(**data)
-        except TypeError as error:  # a misspelled or missing key, in the file or an override
+        except (TypeError, ValueError) as error:  # a misspelled or missing key, or a bad value
             raise ValueError(f"{path}: {error}") from error
 
 
@@ -153,14 +199,14 @@ class Sweep:
                 *_loggers(self.runs_dir / "pretrain", key, run.name, "pretrain", self.spec.wandb_project)]
         return Run("pretrain", key, args, encoder_of=(run.name, seed))
 
-    def finetune_run(self, evaluation: Evaluation, fraction: float, seed: int, checkpoint: str | None,
+    def finetune_run(self, evaluation: Evaluation, labels: Labels, seed: int, checkpoint: str | None,
                      scheme: str | None) -> Run:
-        """One evaluation of one encoder (or a baseline: `checkpoint` None) at one label fraction and seed."""
+        """One evaluation of one encoder (or a baseline: `checkpoint` None) on one labelled subset and seed."""
         name = scheme or evaluation.scheme or "pretrained"
-        key = f"{name}-{evaluation.mode}-lf{fraction:g}-seed{seed}"
+        key = f"{name}-{evaluation.mode}-{labels.tag}-seed{seed}"
         args = [*_config_flags(self.spec.finetune_config), *_flag_args(self.spec.common_args),
                 "--model.mode", evaluation.mode, "--model.results_dir", str(self.results_dir),
-                "--data.label_fraction", str(fraction), "--data.label_seed", str(seed), "--data.seed", str(seed),
+                *labels.flags(), "--data.label_seed", str(seed), "--data.seed", str(seed),
                 "--seed_everything", str(seed), "--trainer.default_root_dir", str(self.runs_dir / "finetune")]
         if checkpoint is not None:
             args += ["--model.checkpoint", checkpoint]
@@ -185,12 +231,12 @@ class Sweep:
             # serve several evaluation seeds)
             pretrain_seed = seed if seed in spec.pretrain_seeds else spec.pretrain_seeds[0]
             targets = [(run.name, encoder(run.name, pretrain_seed)) for run in spec.pretrain] or [(None, "latest")]
-            for fraction in spec.label_fractions:
+            for labels in spec.labels:
                 for scheme, checkpoint in targets:
                     for evaluation in spec.evaluations:
-                        yield self.finetune_run(evaluation, fraction, seed, checkpoint, scheme)
+                        yield self.finetune_run(evaluation, labels, seed, checkpoint, scheme)
                 for baseline in spec.baselines:
-                    yield self.finetune_run(baseline, fraction, seed, None, None)
+                    yield self.finetune_run(baseline, labels, seed, None, None)
 
     def check(self) -> list[str]:
         """Parse every unfinished run's arguments as its run will (config files read, flags, types and class
@@ -244,10 +290,16 @@ class Sweep:
         return self.report()
 
     def report(self) -> Path:
+        """Write the report (and the spec's paired comparisons beside it) and print them."""
         from lungheart_cl.report import write_report
 
         markdown = write_report(self.results_dir, self.runs_dir / "report")
         print(markdown.read_text())
+        if self.spec.compare:
+            from lungheart_cl.compare import write_comparisons
+
+            paired = write_comparisons(self.results_dir, self.runs_dir / "report", self.spec.compare)
+            print(paired.read_text())
         return markdown
 
 
@@ -279,8 +331,11 @@ def _sigterm_stops_the_sweep() -> Iterator[None]:
 
 def run_sweep(spec_path: Path, overrides: list[str] | None = None) -> int:
     """0: every run done, report written; 2: bad spec or run arguments (each bad run named on stderr, nothing
-    run); 128 + SIGTERM: interrupted (finished runs kept; the same command resumes with the interrupted run)."""
+    run), or a comparison of the spec that cannot be made (runs kept, report written); 128 + SIGTERM: interrupted
+    (finished runs kept; the same command resumes with the interrupted run)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lungheart_cl.compare import ComparisonError
 
     sweep = Sweep(SweepSpec.load(spec_path, overrides))
     problems = sweep.check()
@@ -296,4 +351,7 @@ def run_sweep(spec_path: Path, overrides: list[str] | None = None) -> int:
         print(f"sweep: interrupted ({stop or 'SIGTERM'}); finished runs are kept and the same command resumes",
               file=sys.stderr)
         return 128 + signal.SIGTERM
+    except ComparisonError as error:
+        print(f"sweep: every run is done and the report written, but a comparison failed: {error}", file=sys.stderr)
+        return 2
     return 0

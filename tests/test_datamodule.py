@@ -105,7 +105,7 @@ def test_segment_level_tasks_stratify_patients_by_any_abnormal_cycle(cache_dir):
     strata = data.task.patient_strata(data.manifest)
     assert set(strata.values()) == {0, 1}  # a majority vote would put nearly every patient in class 0
     assert set(data.labels[data.labelled_rows].tolist()) == {0, 1}
-    assert data.summary()["labelled_per_class"][1] > 0
+    assert data.summary()["labelled_segments_per_class"][1] > 0
 
 
 def test_balanced_sampling_draws_classes_evenly(cache_dir):

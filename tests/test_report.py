@@ -157,3 +157,33 @@ def test_wandb_panel_help():
     assert help_text.startswith("Comparing label fractions in the W&B UI")
     assert "label_fraction" in help_text and "test/auroc" in help_text and "scheme" in help_text
     assert help_text in report.__doc__
+
+
+def _budget_payload(scheme: str, mode: str, budget: int, seed: int, auroc: float) -> dict:
+    """A label-budget run: no label fraction, the budget in the data summary (as `SoundDataModule.summary`)."""
+    payload = _payload(scheme, mode, 1.0, seed, auroc)
+    return {**payload, "run": payload["run"].replace("-lf1-", f"-n{budget}-"), "label_fraction": None,
+            "data": {"label_budget": budget, "labelled_patients": budget}}
+
+
+def test_budget_runs_are_cells_of_their_own_with_their_own_table_and_figure(tmp_path: Path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    everyone = [_payload("time_mask", "linear", 1.0, seed, 0.8) for seed in range(3)]
+    budgets = [_budget_payload("time_mask", "linear", budget, seed, 0.6 + budget / 1000 + offset)
+               for budget in (20, 40, 80) for seed, offset in enumerate(SEED_OFFSETS)]
+    for i, payload in enumerate(everyone + budgets):
+        (runs / f"{i}.json").write_text(json.dumps(payload))
+    rows = report.aggregate_results(report.scan_results(runs).results)
+    assert [(r.axis, r.x, r.n) for r in rows] == [("fraction", 1.0, 3), ("budget", 20.0, 3), ("budget", 40.0, 3),
+                                                  ("budget", 80.0, 3)]  # 100 % of the labels is not a budget
+    (n40,) = [r for r in rows if r.label_budget == 40]
+    assert n40.label_fraction is None and n40.mean == pytest.approx(0.64 + np.mean(SEED_OFFSETS))
+
+    text = report.write_report(runs, tmp_path / "report").read_text()
+    assert "0 broken" in text
+    assert "## icbhi · healthy_vs_disease (scored per segment) · by number of labelled training patients" in text
+    assert "| scheme | mode | n=20 | n=40 | n=80 |" in text and "| scheme | mode | 10% | 100% |" in text
+    assert text.count("### Beside the published values") == 1  # the study published fractions only
+    figures = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert figures == ["icbhi-healthy_vs_disease-auroc-budgets.png", "icbhi-healthy_vs_disease-auroc.png"]

@@ -1,15 +1,19 @@
-"""Patient-disjoint splits and nested label fractions, over several seeds."""
+"""Patient-disjoint splits, nested label fractions and label budgets, over several seeds; budgets through the
+data module."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from lungheart_cl.data.datamodule import ClassificationDataModule
 from lungheart_cl.data.splits import (
+    LabelBudgetError,
     LabelFractionError,
     LeakageError,
     SplitConfig,
     check_patient_disjoint,
+    label_budget_patients,
     label_fraction_patients,
     split_dataset,
 )
@@ -117,3 +121,93 @@ def test_a_single_class_cannot_be_trained():
     strata = {f"p{i}": 0 for i in range(10)}
     with pytest.raises(LabelFractionError, match="fewer than two classes"):
         label_fraction_patients(sorted(strata), strata, 1.0, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------- label budgets
+@pytest.mark.parametrize("seed", range(5))
+def test_label_budgets_are_exact_nested_and_stratified(seed):
+    _, strata = _manifest(n_patients=90, seed=seed)
+    strata |= {"unlabelled": -1}
+    patients = sorted(strata)
+    sizes = np.bincount([s for s in strata.values() if s >= 0])
+    previous: set[str] = set()
+    for budget in range(2, sizes.sum() + 1):  # every budget, so any rounding flaw between two of them shows
+        chosen = set(label_budget_patients(patients, strata, budget, seed))
+        assert len(chosen) == budget and "unlabelled" not in chosen
+        assert previous <= chosen, budget  # nested: the 20 are inside the 40, inside the 80 ...
+        counts = np.bincount([strata[p] for p in chosen], minlength=2)
+        quota = budget * sizes / sizes.sum()
+        assert (counts >= 1).all() and (np.abs(counts - np.maximum(quota, 1)) < 1).all(), (budget, counts, quota)
+        previous = chosen
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_budgets_nest_over_three_classes_where_per_class_rounding_would_not(seed):
+    """Classes of 2, 6 and 9 patients: largest-remainder rounding gives (2, 4, 6) of 12 but (1, 5, 7) of 13, so
+    the 13 would not contain the 12 (the Alabama paradox); prefixes of one ordering always do."""
+    strata = {f"p{i:02d}": 0 if i < 2 else 1 if i < 8 else 2 for i in range(17)}
+    previous: set[str] = set()
+    for budget in range(3, 18):
+        chosen = set(label_budget_patients(sorted(strata), strata, budget, seed))
+        assert len(chosen) == budget and previous <= chosen, budget
+        assert {strata[p] for p in chosen} == {0, 1, 2}
+        previous = chosen
+
+
+def test_every_class_is_in_the_smallest_budget_and_seeds_draw_other_patients():
+    strata = {f"p{i}": 0 for i in range(50)} | {"q0": 1, "q1": 1} | {"r0": 2, "r1": 2, "r2": 2}
+    for seed in range(10):
+        chosen = label_budget_patients(sorted(strata), strata, 3, seed)
+        assert sorted(strata[p] for p in chosen) == [0, 1, 2]
+    draws = {tuple(label_budget_patients(sorted(strata), strata, 10, seed)) for seed in range(5)}
+    assert len(draws) == 5
+
+
+def test_a_budget_beyond_the_training_patients_names_the_maximum():
+    strata = {f"p{i}": i % 2 for i in range(12)} | {"u": -1}
+    with pytest.raises(LabelBudgetError, match="exceeds the 12 training patients with a label; the largest budget is 12"):
+        label_budget_patients(sorted(strata), strata, 13, seed=0)
+    with pytest.raises(LabelBudgetError, match="use at least 2"):
+        label_budget_patients(sorted(strata), strata, 1, seed=0)
+    assert len(label_budget_patients(sorted(strata), strata, 12, seed=0)) == 12
+
+
+@pytest.fixture(scope="module")
+def heart_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _heart(cache, **kwargs) -> ClassificationDataModule:
+    data = ClassificationDataModule(dataset="physionet2016", cache_dir=str(cache), synthetic_patients=40,
+                                    num_workers=0, **kwargs)
+    data.setup("fit")
+    return data
+
+
+def test_a_budget_labels_that_many_recordings_and_the_summary_counts_them(heart_cache):
+    """PhysioNet 2016: a patient is a recording, so a budget of n labels n recordings (and more windows)."""
+    previous: set[str] = set()
+    for budget in (4, 8, 16):
+        data = _heart(heart_cache, labelled_patients=budget, label_seed=3)
+        summary = data.summary()
+        assert set(data.labelled_patients) >= previous
+        previous = set(data.labelled_patients)
+        assert data.label_fraction is None and data.label_tag == f"n{budget}"
+        assert summary["label_budget"] == budget and summary["label_fraction"] is None
+        assert summary["labelled_patients"] == summary["labelled_recordings"] == budget
+        assert sum(summary["labelled_patients_per_class"]) == sum(summary["labelled_recordings_per_class"]) == budget
+        assert min(summary["labelled_patients_per_class"]) >= 1
+        assert sum(summary["labelled_segments_per_class"]) == summary["labelled_segments"] > budget  # windows
+        assert (data.split.segment_split[data.labelled_rows] == "train").all()
+    fraction = _heart(heart_cache, label_fraction=0.5).summary()
+    assert fraction["label_budget"] is None and fraction["label_fraction"] == 0.5
+
+
+def test_a_budget_and_a_fraction_together_are_one_clear_error(heart_cache):
+    with pytest.raises(ValueError, match=r"labelled_patients \(8\) and data.label_fraction \(0.1\) both choose"):
+        ClassificationDataModule(dataset="physionet2016", cache_dir=str(heart_cache), labelled_patients=8,
+                                 label_fraction=0.1)
+    everyone = len(_heart(heart_cache, label_fraction=1.0).labelled_patients)
+    with pytest.raises(LabelBudgetError, match=f"the largest budget is {everyone}$"):
+        _heart(heart_cache, labelled_patients=everyone + 1)
+    assert len(_heart(heart_cache, labelled_patients=everyone).labelled_patients) == everyone

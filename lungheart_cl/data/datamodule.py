@@ -27,8 +27,8 @@ from lungheart_cl.data.pairs import group_codes, make_pair_policy
 from lungheart_cl.data.records import SourceDataset
 from lungheart_cl.data.sampler import StratifiedPairSampler
 from lungheart_cl.data.sources import DATASETS, read_source
-from lungheart_cl.data.splits import (DatasetSplit, LabelFractionError, SplitConfig, label_fraction_patients,
-                                      split_dataset)
+from lungheart_cl.data.splits import (DatasetSplit, LabelFractionError, SplitConfig, label_budget_patients,
+                                      label_fraction_patients, label_tag, split_dataset)
 from lungheart_cl.data.tasks import DEFAULT_TASK, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,9 @@ class SoundDataModule(L.LightningDataModule):
         split: random | official | official_patient_disjoint (ICBHI).
         val_fraction / test_fraction / split_seed: patient-level split parameters.
         label_fraction / label_seed: nested patient-level subset of training labels.
+        labelled_patients: a label budget instead of a fraction: exactly this many labelled training patients
+            (on PhysioNet 2016 a patient is a recording), class-stratified, nested across budgets for one
+            ``label_seed``; needs ``label_fraction`` 1.0.
         batch_size / num_workers: DataLoader settings (batch size per rank).
     """
 
@@ -76,7 +79,7 @@ class SoundDataModule(L.LightningDataModule):
                  hop_seconds: float | None = None, normalization: str = "recording_std", skip_bad: bool = False,
                  task: str | None = None, split: str | None = None, val_fraction: float = 0.2,
                  test_fraction: float = 0.2, split_seed: int = 0, label_fraction: float = 1.0, label_seed: int = 0,
-                 batch_size: int = 64, num_workers: int = 2):
+                 labelled_patients: int | None = None, batch_size: int = 64, num_workers: int = 2):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
@@ -89,7 +92,13 @@ class SoundDataModule(L.LightningDataModule):
                                         padding, hop_seconds, normalization)  # type: ignore[arg-type]
         self.split_config = SplitConfig(split or defaults.split, val_fraction, test_fraction, split_seed)  # type: ignore[arg-type]
         self.task: Task = get_task(task or DEFAULT_TASK[dataset])
-        self.label_fraction, self.label_seed = label_fraction, label_seed
+        if labelled_patients is not None and label_fraction < 1:
+            raise ValueError(f"data.labelled_patients ({labelled_patients}) and data.label_fraction ({label_fraction}) "
+                             f"both choose the labelled patients; set one: a budget with label_fraction 1.0, or a "
+                             f"fraction with labelled_patients null")
+        # a budget run has no label fraction: None, so no results file claims 100 % of the labels
+        self.label_fraction = None if labelled_patients is not None else label_fraction
+        self.label_budget, self.label_seed = labelled_patients, label_seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.skip_bad = skip_bad
         self.synthetic_patients, self.synthetic_seed = synthetic_patients, synthetic_seed
@@ -154,7 +163,11 @@ class SoundDataModule(L.LightningDataModule):
         strata = self.task.patient_strata(manifest)
         self.split: DatasetSplit = split_dataset(manifest, strata, self.split_config)
         train_patients = self.split.patients(manifest, "train")
-        self.labelled_patients = label_fraction_patients(train_patients, strata, self.label_fraction, self.label_seed)
+        if self.label_budget is not None:
+            self.labelled_patients = label_budget_patients(train_patients, strata, self.label_budget, self.label_seed)
+        else:
+            self.labelled_patients = label_fraction_patients(train_patients, strata, self.label_fraction,
+                                                             self.label_seed)
         labelled = np.isin(manifest["patient_id"], self.labelled_patients) & (self.split.segment_split == "train")
         self.labelled_rows = np.flatnonzero(labelled & (self.labels >= 0))
         self._check_labelled_classes()
@@ -182,18 +195,28 @@ class SoundDataModule(L.LightningDataModule):
                                     "data_dropped": len(cache.dropped),
                                     "data_dropped_files": [drop["file"] for drop in cache.dropped]})
 
+    @property
+    def label_tag(self) -> str:
+        """The labelled subset as run names spell it: ``n40`` (label budget) or ``lf0.1`` (label fraction)."""
+        return label_tag(self.label_fraction, self.label_budget)
+
+    def _labels_in_use(self) -> str:
+        if self.label_budget is not None:
+            return f"labelled_patients {self.label_budget}"
+        return f"label_fraction {self.label_fraction}"
+
     def _check_labelled_classes(self) -> None:
         """Two classes are the minimum to train on; a missing class of a multi-class task is reported."""
         present = set(np.unique(self.labels[self.labelled_rows]).tolist())
         missing = [name for i, name in enumerate(self.task.classes) if i not in present]
         if len(present) < 2:
             raise LabelFractionError(
-                f"label_fraction {self.label_fraction} (seed {self.label_seed}) labels {len(self.labelled_patients)} "
+                f"{self._labels_in_use()} (seed {self.label_seed}) labels {len(self.labelled_patients)} "
                 f"patient(s) whose segments hold only class(es) {sorted(present)} of task {self.task.name}; "
-                f"increase the label fraction")
+                f"increase the label fraction or budget")
         if missing:
-            log.warning("label_fraction %s: no labelled segment of class(es) %s; the classifier cannot learn them",
-                        self.label_fraction, missing)
+            log.warning("%s: no labelled segment of class(es) %s; the classifier cannot learn them",
+                        self._labels_in_use(), missing)
 
     def rows(self, split: str, labelled_only: bool = True) -> np.ndarray:
         rows = self.split.indices(split)
@@ -255,15 +278,28 @@ class SoundDataModule(L.LightningDataModule):
         out = {"dataset": self.dataset, "task": self.task.name, "cache": str(self.cache.directory),
                "cache_key": self.cache.key, "cache_status": self.cache_status,
                "dropped_count": len(self.cache.dropped), "dropped": self.cache.dropped,
-               "label_fraction": self.label_fraction, "labelled_patients": len(self.labelled_patients),
-               "labelled_segments": int(len(self.labelled_rows)),
-               "labelled_per_class": np.bincount(self.labels[self.labelled_rows],
-                                                 minlength=self.task.num_classes).tolist()}
+               **self._labelled_counts()}
         for split in ("train", "val", "test"):
             rows = self.split.indices(split)
             out[f"{split}_patients"] = len(set(manifest["patient_id"][rows].tolist()))
             out[f"{split}_segments"] = int(len(rows))
         return out
+
+    def _labelled_counts(self) -> dict:
+        """The labels in use, counted in patients, recordings and segments (a budget counts patients, not
+        windows). Per class: those holding a labelled segment of the class (an exact partition for recording-
+        and patient-level tasks; a patient with crackle and normal cycles counts in both)."""
+        rows, labels = self.labelled_rows, self.labels[self.labelled_rows]
+
+        def per_class(column: str) -> list[int]:
+            return [len(set(self.manifest[column][rows[labels == c]].tolist())) for c in range(self.task.num_classes)]
+
+        return {"label_fraction": self.label_fraction, "label_budget": self.label_budget,
+                "labelled_patients": len(self.labelled_patients),
+                "labelled_recordings": len(set(self.manifest["recording_id"][rows].tolist())),
+                "labelled_segments": int(len(rows)), "labelled_patients_per_class": per_class("patient_id"),
+                "labelled_recordings_per_class": per_class("recording_id"),
+                "labelled_segments_per_class": np.bincount(labels, minlength=self.task.num_classes).tolist()}
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer

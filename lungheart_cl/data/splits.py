@@ -1,4 +1,4 @@
-"""Patient-disjoint train/val/test splits and nested, seeded label fractions.
+"""Patient-disjoint train/val/test splits and nested, seeded label fractions and label budgets.
 
 Every split assigns whole patients (the original study split heart recordings, not subjects).
 Validation is always carved from training patients; the test split is only read at the very end.
@@ -24,6 +24,15 @@ class LeakageError(RuntimeError):
 
 class LabelFractionError(UserError, ValueError):
     """A label fraction leaves a class without any labelled patient."""
+
+
+class LabelBudgetError(LabelFractionError):
+    """A label budget cannot be drawn: fewer patients than classes, or more than the training split holds."""
+
+
+def label_tag(fraction: float | None, budget: int | None) -> str:
+    """How run names and sweep keys spell the labelled subset: ``n40`` (a budget) or ``lf0.1`` (a fraction)."""
+    return f"n{budget}" if budget is not None else f"lf{fraction:g}"
 
 
 @dataclass(frozen=True)
@@ -161,3 +170,34 @@ def label_fraction_patients(patients: list[str], strata: dict[str, int], fractio
     if len([s for s in groups if s >= 0]) < 2:
         raise LabelFractionError(f"the training patients hold fewer than two classes: {sorted(groups)}")
     return sorted(chosen)
+
+
+def labelling_order(patients: list[str], strata: dict[str, int], seed: int) -> list[str]:
+    """Every training patient with a usable label, in the order a growing label budget labels them.
+
+    One patient of each class comes first (so every budget holds every class); the others follow by
+    Webster (Sainte-Lague) priority, the ``i``-th patient of a class of ``n`` at ``(i + 0.5) / n``, so any
+    prefix is close to proportional to the class sizes. Budgets are prefixes of this one ordering, hence
+    nested by construction (a per-class rounding of each budget would not be: the Alabama paradox)."""
+    groups = {k: group for k, group in _shuffled_by_stratum(patients, strata, seed).items() if k >= 0}
+    tie_break = np.random.default_rng([seed, 1])  # among equal priorities, independent of the class permutations
+    keyed = [(-1.0 if i == 0 else (i + 0.5) / len(group), tie_break.random(), patient)
+             for group in groups.values() for i, patient in enumerate(group)]
+    return [patient for _, _, patient in sorted(keyed)]
+
+
+def label_budget_patients(patients: list[str], strata: dict[str, int], budget: int, seed: int) -> list[str]:
+    """The labelled patients for a label budget: the first ``budget`` of `labelling_order` (class-stratified,
+    at least one per class, nested across budgets for one seed). Patients without a usable label (stratum -1)
+    are never labelled."""
+    order = labelling_order(patients, strata, seed)
+    classes = sorted({strata.get(p, -1) for p in order})
+    if len(classes) < 2:
+        raise LabelFractionError(f"the training patients hold fewer than two classes: {classes}")
+    if budget < len(classes):
+        raise LabelBudgetError(f"labelled_patients {budget} cannot hold one patient of each of the {len(classes)} "
+                               f"classes; use at least {len(classes)}")
+    if budget > len(order):
+        raise LabelBudgetError(f"labelled_patients {budget} exceeds the {len(order)} training patients with a "
+                               f"label; the largest budget is {len(order)}")
+    return sorted(order[:budget])
