@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -276,7 +276,7 @@ class Classifier(L.LightningModule):
         size, dim = int(data.labels.shape[0]), self.encoder.embedding_dim
         with torch.inference_mode(False):  # first used inside a validation or test loop, it must stay writable
             table = torch.full((size, dim), float("nan"), device=self.device)
-        self._unsaved = torch.zeros(size, dtype=torch.bool)
+            self._unsaved = torch.zeros(size, dtype=torch.bool)
         self._feature_store = None
         if self.hparams.feature_cache_dir is not None:
             root = (Path(data.cache.directory) / "features" if self.hparams.feature_cache_dir == "auto"
