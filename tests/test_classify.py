@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -75,6 +74,7 @@ def test_linear_probe_writes_results_with_patient_cluster_cis(cache_dir, exporte
     assert results["n_patients"] == trainer.datamodule.summary()["test_patients"]
     assert results["best_val_auroc"] is not None and results["selected_checkpoint"].endswith(".ckpt")
     assert results["pretrained"]["checkpoint"] == str(exported)
+    _check_predictions(results, trainer.datamodule)  # val_predictions: those of the selected epoch
     picture = tmp_path / "icbhi-healthy_vs_disease-unit_test-linear-lf0.5-seed0-embeddings.png"
     assert picture.is_file() and picture.stat().st_size > 10_000  # label, age group, sex, location, device panels
 
@@ -211,8 +211,9 @@ def test_logistic_head_is_sklearns_fit_with_c_chosen_inside_the_labelled_patient
 
     # the head is scikit-learn's fit at the chosen C, on the same features: same probabilities
     rows, val_rows = data.labelled_rows, data.rows("val")
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=chosen["C"], class_weight="balanced", max_iter=2000))
-    reference.fit(_features(model, data, rows), data.labels[rows])
+    labels = data.labels[rows]
+    reference = make_pipeline(StandardScaler(), probe.logistic_regression(chosen["C"], labels, "balanced"))
+    reference.fit(_features(model, data, rows), labels)
     val_features = _features(model, data, val_rows)
     with torch.no_grad():
         head = model.head.eval()(torch.from_numpy(val_features)).softmax(-1).double().numpy()
