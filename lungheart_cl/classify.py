@@ -1,20 +1,27 @@
-"""The downstream LightningModule: linear probe, fine-tuning or the supervised-from-scratch baseline.
+"""The downstream LightningModule: linear probes, fine-tuning or the supervised-from-scratch baseline.
 
 Modes:
   linear    frozen encoder in eval mode (pretrained, or randomly initialised as a baseline); its
-            features are computed once per segment and cached, then a linear head is trained.
+            features are computed once per segment and cached, then a linear head is trained by
+            gradient steps on standardised features (weight decay; selection on validation).
+  logistic  the same frozen features, then a scikit-learn logistic regression whose C is chosen by
+            patient-grouped cross-validation inside the labelled patients (`lungheart_cl.probe`),
+            folded into the same Standardize + Linear head; no gradient steps, one validation.
   finetune  the pretrained encoder and a head train together (encoder at ``encoder_lr_scale`` x lr).
   scratch   the same network from random weights: the supervised baseline.
-Model selection uses the validation patients only; `on_test_epoch_end` scores the test patients
-once, with patient-cluster bootstrap CIs, and writes the run's results JSON.
+Frozen features are float32 whatever the trainer precision, and are kept on disk across runs
+(`lungheart_cl.feature_cache`, ``feature_cache_dir``). Model selection uses the validation patients
+only; `on_test_epoch_end` scores the test patients once, with patient-cluster bootstrap CIs, and
+writes the run's results JSON with the per-unit test and validation predictions.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -28,12 +35,18 @@ from torch import Tensor, nn
 from lungheart_cl.checkpointing import CheckpointError, check_same_encoder, load_pretrained
 from lungheart_cl.data.tasks import get_task
 from lungheart_cl.encoders import Encoder, SmallCNN
+from lungheart_cl.feature_cache import FeatureStore, feature_key
 from lungheart_cl.frontend import LogMelFrontend
 from lungheart_cl.metrics import aggregate, evaluate, metric_function
 from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
+from lungheart_cl.probe import DEFAULT_C_GRID, MAX_FOLDS, fit_logistic_probe, linear_head_weights
 from lungheart_cl.views import ViewPipeline
 
-Mode = Literal["linear", "finetune", "scratch"]
+log = logging.getLogger(__name__)
+
+Mode = Literal["linear", "logistic", "finetune", "scratch"]
+MODES = ("linear", "logistic", "finetune", "scratch")
+FROZEN_MODES = ("linear", "logistic")  # the encoder never trains: its features are computed once
 
 
 class Standardize(nn.Module):
@@ -67,16 +80,21 @@ class Classifier(L.LightningModule):
     """Diagnosis classifier on top of a (pretrained or random) encoder.
 
     Args:
-        mode: linear | finetune | scratch (see module docstring).
+        mode: linear | logistic | finetune | scratch (see module docstring).
         checkpoint: pretraining checkpoint (.ckpt) or exported encoder (.pt); 'latest' = the newest
             ``encoder-best.pt`` under runs/pretrain/ (`make pretrain`); None = random initialisation.
         encoder: the encoder to build without a checkpoint; with one, it must match the checkpoint's.
         views: augmentation of the training batches in finetune/scratch modes (None = none).
         sample_rate / num_classes / task: linked from the data module by the CLI.
         n_mels / window_ms / hop_ms / f_min / f_max / channel_norm: front end when not loaded from a checkpoint.
-        head_hidden_dim: 0 = a linear head; > 0 = an MLP head with one hidden layer.
+        head_hidden_dim: 0 = a linear head; > 0 = an MLP head with one hidden layer (not in logistic mode).
         lr / encoder_lr_scale / weight_decay / optimizer / warmup_epochs / min_lr_ratio: optimisation.
-        class_weighting: "balanced" weights the loss by inverse class frequency of the labelled set.
+        class_weighting: "balanced" weights the loss (logistic: the regression's samples) by inverse
+            class frequency of the labelled set.
+        logistic_c_grid / logistic_max_folds: logistic mode's grid of C and most CV folds (None = the
+            default grid, 13 values from 1e-4 to 1e2; see `lungheart_cl.probe`).
+        feature_cache_dir: linear / logistic modes: where frozen features are kept across runs;
+            "auto" = ``features/`` inside the data module's segment cache directory, None = in memory only.
         bootstrap_samples / ci_level: test-set confidence intervals (patients resampled).
         results_dir: where the results JSON of the run (and its embedding picture) is written.
         embedding_plot: 2-D projection of the test embeddings drawn at the end: pca | tsne | none.
@@ -91,11 +109,15 @@ class Classifier(L.LightningModule):
                  weight_decay: float = 1e-4, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.01,
                  class_weighting: Literal["balanced", "none"] = "balanced", bootstrap_samples: int = 1000,
                  ci_level: float = 0.95, results_dir: str = "runs/results", scheme: str | None = None,
-                 stats_segments: int = 2000, embedding_plot: Literal["pca", "tsne", "none"] = "pca"):
+                 stats_segments: int = 2000, embedding_plot: Literal["pca", "tsne", "none"] = "pca",
+                 logistic_c_grid: list[float] | None = None, logistic_max_folds: int = MAX_FOLDS,
+                 feature_cache_dir: str | None = "auto"):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "views"])
-        if mode not in ("linear", "finetune", "scratch"):
-            raise ValueError(f"mode must be linear, finetune or scratch, not {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode == "logistic" and head_hidden_dim:
+            raise ValueError("mode 'logistic' fits a linear head; set model.head_hidden_dim to 0")
         if mode == "finetune" and checkpoint is None:
             raise ValueError("mode 'finetune' needs a pretrained checkpoint (model.checkpoint)")
         if mode == "scratch" and checkpoint is not None:
@@ -116,21 +138,28 @@ class Classifier(L.LightningModule):
         else:
             self.encoder = encoder if encoder is not None else SmallCNN()
             self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max, channel_norm)
-        default_scheme = "pretrained" if checkpoint else {"linear": "random_init", "scratch": "supervised_scratch"}[mode]
+        default_scheme = "pretrained" if checkpoint else "supervised_scratch" if mode == "scratch" else "random_init"
         self.scheme = scheme or self.provenance.get("scheme") or default_scheme
         self.views = views
         dim = self.encoder.embedding_dim
         # standardising features makes one learning rate suit any encoder's feature scale: fixed
         # statistics of the labelled set for a frozen encoder, batch statistics while it trains
-        norm = Standardize(dim) if mode == "linear" else nn.BatchNorm1d(dim, affine=False)
+        self.frozen = mode in FROZEN_MODES
+        norm = Standardize(dim) if self.frozen else nn.BatchNorm1d(dim, affine=False)
         head: list[nn.Module] = [norm, nn.Dropout(dropout)]
         head += ([nn.Linear(dim, head_hidden_dim), nn.ReLU(inplace=True), nn.Linear(head_hidden_dim, num_classes)]
                  if head_hidden_dim else [nn.Linear(dim, num_classes)])
         self.head = nn.Sequential(*head)
-        if mode == "linear":
+        if self.frozen:
             self.encoder.requires_grad_(False)
+        # logistic: the head is fitted in closed form at fit start, so Lightning takes no optimizer steps
+        self.automatic_optimization = mode != "logistic"
         self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
-        self._feature_cache: Tensor | None = None
+        self.probe: dict | None = None  # logistic mode: chosen C and its cross-validated AUROC
+        self._val_predictions: dict | None = None  # the last validation epoch's, as written to the results JSON
+        self._feature_cache: Tensor | None = None  # frozen features by cache row, NaN = not computed yet
+        self._unsaved: Tensor | None = None  # rows computed in this process and not yet in the feature store
+        self._feature_store: FeatureStore | None = None
         self._outputs: list[tuple[Tensor, Tensor, Tensor]] = []
         self._test_features: list[Tensor] = []
 
@@ -161,10 +190,36 @@ class Classifier(L.LightningModule):
             logger.log_hyperparams({"scheme": self.scheme, "mode": self.mode, "seed": data.label_seed,
                                     "label_fraction": data.label_fraction, "dataset": data.dataset,
                                     "task": self.task.name})
-        if self.mode == "linear":  # fill the feature cache once and fit the head's standardisation
-            features = [self.features({k: v.to(self.device) for k, v in batch.items() if k != "meta"})
-                        for batch in data.iterate_rows(data.labelled_rows)]
-            self.head[0].fit(torch.cat(features))
+        if self.frozen:  # the labelled features, computed once; the head's standardisation or whole fit
+            features = self._frozen_features(data.labelled_rows)
+            if self.mode == "linear":
+                self.head[0].fit(features)
+            else:
+                self._fit_probe(features, data)
+
+    def _fit_probe(self, features: Tensor, data) -> None:
+        """Logistic mode: C by patient-grouped CV on the labelled rows only, the fit folded into the head."""
+        hp, rows = self.hparams, data.labelled_rows
+        labels, manifest, metric = data.labels[rows], data.manifest, metric_function(self.task)
+
+        def task_level_auroc(probs: np.ndarray, windows: np.ndarray) -> float:  # as validation and test are scored
+            predictions = aggregate(probs, labels[windows], rows[windows], manifest, self.task.level)
+            return metric(predictions.probs, predictions.labels)["auroc"]
+
+        fit = fit_logistic_probe(features.cpu().numpy(), labels, manifest["patient_id"][rows], task_level_auroc,
+                                 self.task.num_classes, tuple(hp.logistic_c_grid or DEFAULT_C_GRID),
+                                 hp.logistic_max_folds, "balanced" if hp.class_weighting == "balanced" else None)
+        standardize, linear = self.head[0], self.head[-1]
+        with torch.no_grad():
+            for target, value in zip((standardize.mean, standardize.std, linear.weight, linear.bias),
+                                     linear_head_weights(fit.pipeline, self.task.num_classes)):
+                target.copy_(torch.as_tensor(value, dtype=target.dtype))
+        self.probe = {**fit.summary(), "level": self.task.level}
+        log.info("logistic probe: C=%g, cross-validated AUROC %s (%d folds over %d labelled patients)",
+                 fit.c, fit.cv_auroc, fit.folds, fit.patients)
+        for logger in self.loggers:
+            logger.log_metrics({f"probe/{k}": v for k, v in (("C", fit.c), ("cv_auroc", fit.cv_auroc))
+                                if v is not None}, step=0)
 
     def _check_pretraining_did_not_see(self, data) -> None:
         """The pretraining pool must not contain this run's validation or test patients."""
@@ -180,7 +235,7 @@ class Classifier(L.LightningModule):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.mode == "linear":
+        if self.frozen:
             self.encoder.eval()  # frozen: batch-norm statistics stay those of pretraining
         return self
 
@@ -192,28 +247,83 @@ class Classifier(L.LightningModule):
         return self.frontend(wave, valid)
 
     def features(self, batch: dict, augment: bool = False) -> Tensor:
-        if self.mode != "linear":
+        if not self.frozen:
             return self.encoder(self._spec(batch, augment))
+        if self._trainer is None:  # no data module, so no rows to cache by
+            return self._encode_frozen(batch)
         # frozen encoder: each segment's features are computed once, then read from the cache
-        index = batch["index"]
-        if self._feature_cache is None:
-            size = int(self.trainer.datamodule.labels.shape[0]) if self.trainer is not None else int(index.max()) + 1
-            self._feature_cache = torch.full((size, self.encoder.embedding_dim), float("nan"), device=self.device)
-        cached = self._feature_cache[index]
+        index, table = batch["index"], self._feature_table()
+        cached = table[index]
         missing = torch.isnan(cached[:, 0])
         if bool(missing.any()):
-            self.encoder.eval()  # hooks such as on_fit_start run before Lightning's train()/eval() switch
-            with torch.no_grad():
-                cached[missing] = self.encoder(self._spec({k: v[missing] for k, v in batch.items()
-                                                           if k in ("wave", "valid")}, False)).float()
-            self._feature_cache[index] = cached
+            cached[missing] = self._encode_frozen({k: v[missing] for k, v in batch.items() if k in ("wave", "valid")})
+            table[index] = cached
+            self._unsaved[index[missing].cpu()] = True
         return cached
+
+    @torch.no_grad()
+    def _encode_frozen(self, batch: dict) -> Tensor:
+        self.encoder.eval()  # hooks such as on_fit_start run before Lightning's train()/eval() switch
+        with torch.autocast(self.device.type, enabled=False):  # stored features must not depend on the precision
+            return self.encoder(self._spec(batch, False)).float()
+
+    def _feature_table(self) -> Tensor:
+        """(cache rows, embedding_dim) frozen features, NaN where not computed yet; on first use it is
+        filled from the feature store of this encoder, front end and segment cache, if any."""
+        if self._feature_cache is not None:
+            return self._feature_cache
+        data = self.trainer.datamodule
+        size, dim = int(data.labels.shape[0]), self.encoder.embedding_dim
+        with torch.inference_mode(False):  # first used inside a validation or test loop, it must stay writable
+            table = torch.full((size, dim), float("nan"), device=self.device)
+            self._unsaved = torch.zeros(size, dtype=torch.bool)
+        self._feature_store = None
+        if self.hparams.feature_cache_dir is not None:
+            root = (Path(data.cache.directory) / "features" if self.hparams.feature_cache_dir == "auto"
+                    else Path(self.hparams.feature_cache_dir))
+            self._feature_store = FeatureStore(root, feature_key(self.encoder, self.frontend, data.cache.info["key"]),
+                                               size, dim)
+            rows, stored = self._feature_store.load()
+            table[torch.from_numpy(rows).to(self.device)] = torch.from_numpy(stored).to(self.device)
+        self._feature_cache = table
+        return table
+
+    def _frozen_features(self, rows: np.ndarray) -> Tensor:
+        """Features of these cache rows; only rows not cached yet are read and encoded."""
+        data, table = self.trainer.datamodule, self._feature_table()
+        index = torch.as_tensor(rows, device=self.device)
+        missing = np.asarray(rows)[torch.isnan(table[index, 0]).cpu().numpy()]
+        for batch in data.iterate_rows(missing):
+            self.features({k: v.to(self.device) for k, v in batch.items() if k != "meta"})
+        self._save_features()
+        return table[index]
+
+    def _save_features(self) -> None:
+        """Add the rows computed since the last save to the feature store (rank 0; every rank computes the same)."""
+        store, unsaved = self._feature_store, self._unsaved
+        if store is None or unsaved is None or not bool(unsaved.any()) or not self.trainer.is_global_zero:
+            return
+        rows = unsaved.nonzero().flatten()
+        try:
+            store.save(rows.numpy(), self._feature_cache[rows.to(self.device)].cpu().numpy())
+        except OSError as error:  # e.g. a read-only cache: the run goes on, its features stay in memory
+            log.warning("%s: cannot write the feature store (%s); features are kept in memory only", store.path, error)
+            self._feature_store = None
+        unsaved[rows] = False
 
     def forward(self, batch: dict) -> Tensor:
         return self.head(self.features(batch)).float().softmax(-1)
 
     # -------------------------------------------------------------- training
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        if self.mode == "logistic":
+            # The head was fitted in closed form at fit start. Lightning counts training by optimizer steps
+            # (ModelCheckpoint saves nothing before one), so that fit is the run's one step, taken on the
+            # no-op stand-in optimizer Lightning uses without configure_optimizers; stopping now makes it
+            # validate once (val/auroc, the checkpoint) and end the fit, whatever max_epochs says.
+            self.optimizers().step()
+            self.trainer.should_stop = True
+            return None
         logits = self.head(self.features(batch, augment=True)).float()
         loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(logits))
@@ -248,6 +358,9 @@ class Classifier(L.LightningModule):
         self.log_dict({f"val/{k}": float(v) for k, v in metrics.items() if k != "auroc"})
         self.log("val/loss", float(nll))
         self.log("val/auroc", float(metrics["auroc"]), prog_bar=True)  # the model-selection metric
+        if not self.trainer.sanity_checking:  # kept with the checkpoint saved for this epoch (`on_save_checkpoint`)
+            self._val_predictions = predictions.to_json()
+        self._save_features()
 
     def on_test_epoch_end(self) -> None:
         rows = torch.cat([index for _, _, index in self._outputs]).cpu().numpy()
@@ -256,7 +369,8 @@ class Classifier(L.LightningModule):
         self.log_dict({f"test/{name}": m["value"] for name, m in results.items()})
         self.test_results = {"metrics": results, "n_scored": int(len(predictions.labels)),
                              "n_patients": int(len(np.unique(predictions.patients))),
-                             "level": self.task.level}
+                             "level": self.task.level, "test_predictions": predictions.to_json()}
+        self._save_features()
         if self.trainer.is_global_zero:
             self._write_results()
             if self._test_features:
@@ -296,6 +410,8 @@ class Classifier(L.LightningModule):
             "best_val_auroc": float(checkpoint_cb.best_model_score) if checkpoint_cb and
             checkpoint_cb.best_model_score is not None else None,
             "selected_checkpoint": checkpoint_cb.best_model_path if checkpoint_cb else None,
+            # the selected checkpoint's validation predictions, to choose recipes on validation
+            "val_predictions": self._val_predictions, "probe": self.probe,
             "pretrained": self.provenance, "data": data.summary(),
             "config": {"model": dict(self.hparams), "data": dict(data.hparams)},
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -309,7 +425,9 @@ class Classifier(L.LightningModule):
         return path
 
     # ------------------------------------------------------------- optimiser
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> dict | None:
+        if self.mode == "logistic":
+            return None  # the head is fitted in closed form (`_fit_probe`); Lightning says it runs without one
         hp = self.hparams
         groups = param_groups(self.head, hp.weight_decay, hp.lr)
         if self.mode != "linear":
@@ -328,4 +446,10 @@ class Classifier(L.LightningModule):
             "task": self.task.name, "classes": list(self.task.classes), "mode": self.mode, "scheme": self.scheme,
             "pretrained": self.provenance, "dataset": data.dataset if data is not None else None,
             # how audio was cut for training, so `predict` prepares new recordings identically
-            "cache_config": asdict(data.cache_config) if data is not None else None}
+            "cache_config": asdict(data.cache_config) if data is not None else None,
+            "probe": self.probe, "val_predictions": self._val_predictions}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("lungheart_cl", {})
+        self.probe, self._val_predictions = meta.get("probe", self.probe), meta.get("val_predictions")
+        self._feature_cache = None  # other weights may follow: the features are looked up again under their key

@@ -28,6 +28,18 @@ class Predictions:
     patients: np.ndarray  # (n,) cluster ids for the bootstrap
     ids: np.ndarray  # (n,) segment row / recording id / patient id
 
+    def to_json(self) -> dict[str, list]:
+        """{"ids", "patients", "labels", "probs"} as plain Python lists, one entry per scored unit."""
+        return {"ids": self.ids.tolist(), "patients": self.patients.tolist(),
+                "labels": np.asarray(self.labels, dtype=np.int64).tolist(),
+                "probs": np.asarray(self.probs, dtype=np.float64).tolist()}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, list]) -> Predictions:
+        """The inverse of `to_json` (e.g. a results JSON's ``test_predictions``)."""
+        return cls(np.asarray(payload["probs"], dtype=np.float64), np.asarray(payload["labels"], dtype=np.int64),
+                   np.asarray(payload["patients"]), np.asarray(payload["ids"]))
+
 
 def aggregate(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray, manifest: dict, level: str) -> Predictions:
     """Average segment probabilities per recording or patient (the study's PhysioNet protocol: window
