@@ -91,7 +91,8 @@ def _run_report(args: argparse.Namespace) -> int:
     from lungheart_cl.report import aggregate_results, load_results, log_to_wandb, published_results, write_report
 
     out = args.out or args.runs_dir / "report"
-    markdown = write_report(args.runs_dir, out, metric=args.metric, published=not args.no_published)
+    markdown = write_report(args.runs_dir, out, metric=args.metric, published=not args.no_published,
+                            split=args.split)
     print(markdown.read_text())
     print(f"report written to {out}")
     if args.wandb:
@@ -157,6 +158,8 @@ def _dispatch(argv: list[str]) -> int:
     report.add_argument("runs_dir", type=Path, help="folder searched recursively for results JSONs")
     report.add_argument("--out", type=Path, default=None, help="output folder (default: RUNS_DIR/report)")
     report.add_argument("--metric", default="auroc")
+    report.add_argument("--split", choices=("test", "val"), default="test",
+                        help="val: the validation-only results of `finetune --test false` runs")
     report.add_argument("--no-published", action="store_true", help="do not draw the study's published values")
     report.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B")
     from lungheart_cl.compare import add_compare_parser
