@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -129,9 +130,16 @@ def _rank_prefix() -> str:
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in ("pretrain", "finetune"):
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        run_lightning_cli(argv[0], argv[1:])  # a CheckpointError is a UserError: one line from `main`
+        try:
+            run_lightning_cli(argv[0], argv[1:])  # a CheckpointError is a UserError: one line from `main`
+        except SIGTERMException:  # Lightning's is a SystemExit with status 0: a preempted job would look done
+            print(f"{_rank_prefix()}lungheart-cl {argv[0]}: interrupted by SIGTERM; nothing was exported or tested. "
+                  f"Resume with --ckpt_path .../checkpoints/last.ckpt (the newest finished epoch)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         return 0
     parser = argparse.ArgumentParser(prog="lungheart-cl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
