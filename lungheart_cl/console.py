@@ -23,8 +23,12 @@ HARMLESS_WARNINGS = (
     # by design: views and the log-mel front end run on the device, in the model's batch hook
     r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
 )
-# A linear probe keeps its frozen encoder in eval mode on purpose (batch-norm statistics of pretraining).
-FROZEN_ENCODER_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"
+FROZEN_ENCODER_WARNINGS = (
+    # a probe keeps its frozen encoder in eval mode on purpose (batch-norm statistics of pretraining)
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    # the logistic probe is fitted in closed form: by design it has no optimizer
+    r"`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer",
+)
 LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 
 
@@ -33,10 +37,10 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 
 
 def silence_known_notices(frozen_encoder: bool = False) -> None:
-    """Filter the notices above out of this process (idempotent); `frozen_encoder` for linear probes."""
+    """Filter the notices above out of this process (idempotent); `frozen_encoder` for the probes (linear, logistic)."""
     from lightning_utilities.core import rank_zero
 
-    for message in HARMLESS_WARNINGS + ((FROZEN_ENCODER_WARNING,) if frozen_encoder else ()):
+    for message in HARMLESS_WARNINGS + (FROZEN_ENCODER_WARNINGS if frozen_encoder else ()):
         warnings.filterwarnings("ignore", message=message)
     rank_zero.log.addFilter(_not_an_advert)  # Lightning's rank-zero info logger; added once
 

@@ -111,7 +111,9 @@ def make_cli(command: str, args: list[str], instantiate: bool = True) -> Lightni
         raise
     except (argparse.ArgumentError, ValueError) as error:  # rejected by the parser or by a constructor
         raise ConfigError(f"{error} (see `lungheart-cl {command} --help`)") from error
-    silence_known_notices(frozen_encoder=getattr(getattr(cli, "model", None), "mode", None) == "linear")
+    from lungheart_cl.classify import FROZEN_MODES
+
+    silence_known_notices(frozen_encoder=getattr(getattr(cli, "model", None), "mode", None) in FROZEN_MODES)
     return cli
 
 

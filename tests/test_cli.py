@@ -245,7 +245,8 @@ def test_a_user_error_under_ddp_is_one_line_per_rank(tmp_path):
 
 # Each line Lightning, torch or W&B printed on every run before; none says anything about the run.
 SILENCED = ["litlogger", "anonymous setting", "LeafSpec", "on_after_batch_transfer",
-            "smaller than the logging interval", "in eval mode at the start of training"]
+            "smaller than the logging interval", "in eval mode at the start of training",
+            "configure_optimizers` returned `None`"]
 
 
 @pytest.fixture(scope="module")
@@ -264,20 +265,29 @@ def small_runs(tmp_path_factory) -> dict:
                     "--trainer.max_epochs", "2", "--model.bootstrap_samples", "20", "--model.embedding_plot", "none",
                     log=cwd / "finetune", WANDB_MODE="offline")
     assert finetune.returncode == 0, finetune.stderr[-3000:]
-    return {"cwd": cwd, "pretrain": pretrain, "finetune": finetune, "pretrain_ckpt": checkpoints / "last.ckpt",
+    logistic = _cli(cwd, "finetune", "--config", str(EXPERIMENTS / "finetune_lung_default.yaml"), *SMALL,
+                    "--model.checkpoint", str(checkpoints / "encoder-best.pt"), "--data.label_fraction", "1.0",
+                    "--model.mode", "logistic", "--model.bootstrap_samples", "20", "--model.embedding_plot", "none",
+                    "--model.results_dir", str(cwd / "logistic_results"), log=cwd / "logistic", WANDB_MODE="offline")
+    assert logistic.returncode == 0, logistic.stderr[-3000:]
+    return {"cwd": cwd, "pretrain": pretrain, "finetune": finetune, "logistic": logistic,
+            "pretrain_ckpt": checkpoints / "last.ckpt",
             "classifier_ckpt": next(cwd.glob("runs/finetune/version_*/checkpoints/best-*.ckpt"))}
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "logistic"])
 def test_a_logged_run_prints_one_line_per_epoch_and_no_known_notices(small_runs, command):
     done = small_runs[command]
     for text in (done.stdout, done.stderr):
         assert "\r" not in text  # no carriage-return progress bars in a log file
         assert not [notice for notice in SILENCED if notice in text]
     epochs = [line for line in done.stderr.splitlines() if line.startswith("epoch ")]
-    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    if command == "logistic":  # fitted in closed form: one epoch, one validation, whatever max_epochs says
+        assert len(epochs) == 1 and epochs[0].startswith("epoch 1/")
+    else:
+        assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
     assert all(" batches, val/" in line for line in epochs)
-    if command == "finetune":  # evaluation shows its progress too
+    if command != "pretrain":  # evaluation shows its progress too
         assert [line for line in done.stderr.splitlines() if line.startswith("test: ")]
     else:  # 3 batches an epoch, log_every_n_steps 5: the interval is capped, so each epoch logs its steps
         metrics = next(small_runs["cwd"].glob("runs/pretrain/version_*/metrics.csv")).read_text().splitlines()
