@@ -23,8 +23,17 @@ from lungheart_cl.data.sources import Source, dataset_names, get_spec
 from lungheart_cl.data.synthetic import synthesize
 from lungheart_cl.errors import MissingPathError
 
+
+def _audio_folder(root: Path) -> None:
+    """Three short noise recordings for the folder source (every file its own patient)."""
+    rng = np.random.default_rng(0)
+    for name in ("a.wav", "b.wav", "sub/c.wav"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / name, 0.1 * rng.standard_normal(4000 * 6).astype(np.float32), 4000, subtype="PCM_16")
+
+
 # Writers of a small valid root for the sources without a synthetic writer of their own.
-BUILDERS: dict[str, Callable[[Path], None]] = {}
+BUILDERS: dict[str, Callable[[Path], None]] = {"folder": _audio_folder}
 SMALL = {"icbhi": {"patients": 3, "duration_s": 6.0}}
 
 
