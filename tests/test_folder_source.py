@@ -42,8 +42,9 @@ def _write(path: Path, audio: np.ndarray, rate: int, *, stereo: bool = False, ne
     """One recording in the format its suffix names, optionally as stereo or at another rate."""
     if new_rate is not None:
         audio, rate = resample(audio, rate, new_rate), new_rate
-    if stereo:  # two channels whose mean is the sound
-        audio = np.stack([audio + 0.05, audio - 0.05], axis=1)
+    if stereo:  # two channels whose mean is the sound, each far from it (a 100 Hz tone as loud as the sound)
+        tone = audio.std() * np.sin(2 * np.pi * 100 * np.arange(len(audio)) / rate).astype(np.float32)
+        audio = np.stack([audio + tone, audio - tone], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     subtype = {".ogg": "VORBIS", ".mp3": "MPEG_LAYER_III", ".flac": "PCM_16"}.get(path.suffix, "PCM_16")
     sf.write(path, audio, rate, subtype=subtype)
@@ -101,6 +102,11 @@ def test_every_format_is_cached_as_mono_windows_at_the_cache_rate(mixed, heart, 
     lossless = np.asarray(data.cache.segments[np.flatnonzero(manifest["recording_id"] == "b.flac")[0]], np.float32)
     audio = heart[1][0][:8000]
     np.testing.assert_allclose(lossless, (audio - heart[1][0].mean()) / heart[1][0].std(), atol=5e-3)
+    # the stereo 44.1 kHz file: its channels' mean (the sound) back at 2 kHz, up to two resamplings
+    stereo = np.asarray(data.cache.segments[np.flatnonzero(manifest["recording_id"] == "sub/e.wav")[0]], np.float32)
+    sound = heart[4][0]
+    expected = (sound[:8000] - sound.mean()) / sound.std()
+    assert np.corrcoef(stereo, expected)[0, 1] > 0.999 and np.abs(stereo - expected).mean() < 0.005  # edges ring
 
 
 def test_a_pattern_names_patient_and_site(heart, tmp_path):
