@@ -390,3 +390,15 @@ def test_a_corrupt_audio_file_is_one_error_line_or_a_counted_skip(two_files, tmp
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert "from 1 recordings" in skipped.stdout and "dropped: 1" in skipped.stdout
     assert f"read: {two_files / 'b.wav'}: not a readable audio file" in skipped.stdout
+
+
+def test_data_inspect_lists_a_bad_row_beside_labels_too_few_for_a_task(two_files):
+    """Skipping the bad row leaves one label value: both are listed, neither hides the other."""
+    _csv(two_files, "a.wav,p1,,,,,normal", "b.wav,p2,,,,,normal", "gone.wav,p3,,,,,abnormal")
+    done = _cli(two_files, "data", "inspect", "--dataset", "folder", "--root", str(two_files), "--option",
+                "metadata=metadata.csv")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert _problem_lines(done.stdout) == [
+        f"{two_files}/metadata.csv: line 4, column path: 'gone.wav': no such file",
+        f"{two_files}/metadata.csv: the labels hold 1 value(s) ('normal'); a task needs at least two classes"]
+    assert "recordings: 2" in done.stdout and "sexes: unknown: 2" in done.stdout

@@ -62,6 +62,12 @@ def summarize(dataset: SourceDataset, source: Source) -> dict:
     of each task, values of each extra column, rates, devices, notes and problems."""
     recordings, patients, columns = dataset.recordings, dataset.patients, source.spec.columns
     table = event_table(dataset, columns) if recordings else None
+    problems = list(dataset.problems)
+    try:
+        tasks = {name: task_counts(task, table) for name, task in source.tasks.items()} if table is not None else {}
+    except DataError as error:  # tasks a source builds from its files (too few label values): listed beside the rest
+        tasks = {}
+        problems.append(Problem.from_error(error))
     return {
         "dataset": dataset.name,
         "root": str(dataset.root),
@@ -69,7 +75,7 @@ def summarize(dataset: SourceDataset, source: Source) -> dict:
         "patients": len({r.patient_id for r in recordings}),
         "hours": round(sum(r.duration_s for r in recordings) / 3600, 3),
         "events": sum(len(r.events) for r in recordings),
-        "tasks": {name: task_counts(task, table) for name, task in source.tasks.items()} if table is not None else {},
+        "tasks": tasks,
         "columns": {column.name: column_counts(dataset, column) for column in columns},
         "sample_rates": _counts(r.sample_rate for r in recordings),
         "channels": _counts(r.num_channels for r in recordings),
@@ -79,7 +85,7 @@ def summarize(dataset: SourceDataset, source: Source) -> dict:
         "sexes": _counts(p.sex for p in patients.values()),
         "official_split": _counts(r.official_split or "none" for r in recordings),
         "notes": list(dataset.notes),
-        "problems": [{"file": str(p.path), "problem": p.message} for p in dataset.problems],
+        "problems": [{"file": str(p.path), "problem": p.message} for p in problems],
     }
 
 
