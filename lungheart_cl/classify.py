@@ -12,7 +12,9 @@ Modes:
 Frozen features are float32 whatever the trainer precision, and are kept on disk across runs
 (`lungheart_cl.feature_cache`, ``feature_cache_dir``). Model selection uses the validation patients
 only; `on_test_epoch_end` scores the test patients once, with patient-cluster bootstrap CIs, and
-writes the run's results JSON with the per-unit test and validation predictions.
+writes the run's results JSON with the per-unit test and validation predictions. `finetune --test
+false` scores the selected model on the validation patients instead (``split: val`` in the results,
+the file named ``...-val.json``) and never reads the test split: the runs that choose a recipe.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lungheart_cl.checkpointing import CheckpointError, check_same_encoder, load_pretrained
@@ -161,6 +164,8 @@ class Classifier(L.LightningModule):
         self._feature_store: FeatureStore | None = None
         self._outputs: list[tuple[Tensor, Tensor, Tensor]] = []
         self._test_features: list[Tensor] = []
+        self.final_results: dict | None = None  # the selected model's scores on its final split (`_score_final`)
+        self.results_path: Path | None = None
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -362,21 +367,28 @@ class Classifier(L.LightningModule):
         if not self.trainer.sanity_checking:  # kept with the checkpoint saved for this epoch (`on_save_checkpoint`)
             self._val_predictions = predictions.to_json()
         self._save_features()
+        if self.trainer.state.fn == TrainerFn.VALIDATING:  # `finetune --test false`: the selected model, test unread
+            self._score_final("val", predictions)
 
     def on_test_epoch_end(self) -> None:
         rows = torch.cat([index for _, _, index in self._outputs]).cpu().numpy()
-        predictions = self._predictions()
+        self._score_final("test", self._predictions())
+        if self.trainer.is_global_zero and self._test_features:
+            self._plot_embeddings(torch.cat(self._test_features).numpy(), rows)
+        self._test_features = []
+
+    def _score_final(self, split: str, predictions) -> None:
+        """Score the selected model once on `split` (test; or val when the test split stays unread) with
+        patient-cluster bootstrap CIs, and write the results JSON."""
         results = evaluate(self.task, predictions, self.hparams.bootstrap_samples, self.hparams.ci_level)
-        self.log_dict({f"test/{name}": m["value"] for name, m in results.items()})
-        self.test_results = {"metrics": results, "n_scored": int(len(predictions.labels)),
-                             "n_patients": int(len(np.unique(predictions.patients))),
-                             "level": self.task.level, "test_predictions": predictions.to_json()}
+        if split == "test":  # validation metrics are already logged under val/
+            self.log_dict({f"test/{name}": m["value"] for name, m in results.items()})
+        self.final_results = {"split": split, "metrics": results, "n_scored": int(len(predictions.labels)),
+                              "n_patients": int(len(np.unique(predictions.patients))),
+                              "level": self.task.level, f"{split}_predictions": predictions.to_json()}
         self._save_features()
         if self.trainer.is_global_zero:
-            self._write_results()
-            if self._test_features:
-                self._plot_embeddings(torch.cat(self._test_features).numpy(), rows)
-        self._test_features = []
+            self.results_path = self._write_results()
 
     def _plot_embeddings(self, features: np.ndarray, rows: np.ndarray) -> None:
         """Test embeddings in 2-D, coloured by label and by metadata; PNG beside the results, and in W&B."""
@@ -407,7 +419,7 @@ class Classifier(L.LightningModule):
             "seed": data.label_seed, "global_seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
             "ci": {"method": "patient-cluster bootstrap, percentile", "samples": self.hparams.bootstrap_samples,
                    "level": self.hparams.ci_level},
-            **self.test_results,
+            **self.final_results,
             "best_val_auroc": float(checkpoint_cb.best_model_score) if checkpoint_cb and
             checkpoint_cb.best_model_score is not None else None,
             "selected_checkpoint": checkpoint_cb.best_model_path if checkpoint_cb else None,
@@ -417,7 +429,9 @@ class Classifier(L.LightningModule):
             "config": {"model": dict(self.hparams), "data": dict(data.hparams)},
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        path = Path(self.hparams.results_dir) / f"{payload['run']}.json"
+        # a validation-only run (`--test false`) never replaces the test results of the same run name
+        suffix = "" if payload["split"] == "test" else f"-{payload['split']}"
+        path = Path(self.hparams.results_dir) / f"{payload['run']}{suffix}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(payload, indent=2, default=str))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def _run_report(args: argparse.Namespace) -> int:
     from lungheart_cl.report import aggregate_results, load_results, log_to_wandb, published_results, write_report
 
     out = args.out or args.runs_dir / "report"
-    markdown = write_report(args.runs_dir, out, metric=args.metric, published=not args.no_published)
+    markdown = write_report(args.runs_dir, out, metric=args.metric, published=not args.no_published,
+                            split=args.split)
     print(markdown.read_text())
     print(f"report written to {out}")
     if args.wandb:
@@ -144,9 +146,16 @@ def _rank_prefix() -> str:
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in ("pretrain", "finetune"):
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
         from lungheart_cl.lightning_cli import run_lightning_cli
 
-        run_lightning_cli(argv[0], argv[1:])  # a CheckpointError is a UserError: one line from `main`
+        try:
+            run_lightning_cli(argv[0], argv[1:])  # a CheckpointError is a UserError: one line from `main`
+        except SIGTERMException:  # Lightning's is a SystemExit with status 0: a preempted job would look done
+            print(f"{_rank_prefix()}lungheart-cl {argv[0]}: interrupted by SIGTERM; nothing was exported or tested. "
+                  f"Resume with --ckpt_path .../checkpoints/last.ckpt (the newest finished epoch)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         return 0
     parser = argparse.ArgumentParser(prog="lungheart-cl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,6 +182,8 @@ def _dispatch(argv: list[str]) -> int:
     report.add_argument("runs_dir", type=Path, help="folder searched recursively for results JSONs")
     report.add_argument("--out", type=Path, default=None, help="output folder (default: RUNS_DIR/report)")
     report.add_argument("--metric", default="auroc")
+    report.add_argument("--split", choices=("test", "val"), default="test",
+                        help="val: the validation-only results of `finetune --test false` runs")
     report.add_argument("--no-published", action="store_true", help="do not draw the study's published values")
     report.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B")
     from lungheart_cl.compare import add_compare_parser

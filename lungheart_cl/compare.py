@@ -14,8 +14,8 @@ This crossed-design bootstrap errs on the wide side: the part of a classifier's 
 specific to one draw and one patient is counted by both resamplings (tests/test_compare.py measures
 its coverage against resampling the draws alone, which falls well short).
 
-Scores are recomputed from each run's ``test_predictions`` (at the task's scoring level: recording
-for PhysioNet 2016, patient for CirCor murmur) with the task's own metric function
+Scores are recomputed from each run's ``test_predictions`` (``val_predictions`` with ``--split val``; at
+the task's scoring level: recording for PhysioNet 2016, patient for CirCor murmur) with the task's own metric function
 (`DatasetSpec.metric`). Output: a markdown table (printed, and ``compare.md``) and
 ``compare.csv``, beside the report by default.
 """
@@ -100,12 +100,14 @@ class PairedRow:
 
 
 # -------------------------------------------------------------------------------------------- inputs
-def read_test_predictions(result: dict) -> Predictions:
-    """A results file's per-unit test predictions (``{"ids", "patients", "labels", "probs"}``)."""
+def read_predictions(result: dict) -> Predictions:
+    """A results file's per-unit predictions on its scored split (``{"ids", "patients", "labels", "probs"}``
+    under ``test_predictions``, or ``val_predictions`` for a validation-only run)."""
     where = result.get("path", result.get("run"))
-    block = result.get("test_predictions")
+    name = f"{result.get('split', 'test')}_predictions"
+    block = result.get(name)
     if block is None:
-        raise ComparisonError(f"{where}: no test_predictions (a results file from before they were saved); "
+        raise ComparisonError(f"{where}: no {name} (a results file from before they were saved); "
                               f"run it again to compare it")
     try:
         probs = np.asarray(block["probs"], dtype=float)
@@ -113,20 +115,20 @@ def read_test_predictions(result: dict) -> Predictions:
         patients = np.asarray(block["patients"]).astype(str)
         ids = np.asarray(block["ids"]).astype(str)
     except (KeyError, TypeError, ValueError) as error:
-        raise ComparisonError(f"{where}: test_predictions is not {{ids, patients, labels, probs}} ({error})") from None
+        raise ComparisonError(f"{where}: {name} is not {{ids, patients, labels, probs}} ({error})") from None
     n = len(ids)
     if not n or probs.ndim != 2 or probs.shape[0] != n or labels.shape != (n,) or patients.shape != (n,):
-        raise ComparisonError(f"{where}: test_predictions holds {n} ids, {len(patients)} patients, {len(labels)} "
+        raise ComparisonError(f"{where}: {name} holds {n} ids, {len(patients)} patients, {len(labels)} "
                               f"labels and probs of shape {probs.shape}; they must agree")
     if len(set(ids.tolist())) != n:
-        raise ComparisonError(f"{where}: test_predictions repeats ids")
+        raise ComparisonError(f"{where}: {name} repeats ids")
     return Predictions(probs, labels, patients, ids)
 
 
 def _aligned(a: dict, b: dict) -> tuple[Predictions, Predictions]:
     """Both runs' predictions in a's order; an error unless they score the same test units with the same labels
     and were trained on labelled subsets of the same size."""
-    pa, pb = read_test_predictions(a), read_test_predictions(b)
+    pa, pb = read_predictions(a), read_predictions(b)
     where_a, where_b = a.get("path", a.get("run")), b.get("path", b.get("run"))
     position = {unit: i for i, unit in enumerate(pb.ids.tolist())}
     if set(position) != set(pa.ids.tolist()):
@@ -306,15 +308,19 @@ def _explanation(metric: str, num_samples: int, level: float) -> list[str]:
 
 
 def write_comparisons(runs_dir: str | Path, out_dir: str | Path, comparisons: Sequence[Sequence[str]],
-                      metric: str = "auroc", num_samples: int = 1000, level: float = 0.95, seed: int = 0) -> Path:
-    """Compare each [A, B] of `comparisons` over the results under `runs_dir`; write ``compare.md`` and
-    ``compare.csv`` into `out_dir` (replacing earlier ones) and return the markdown's path."""
+                      metric: str = "auroc", num_samples: int = 1000, level: float = 0.95, seed: int = 0,
+                      split: str = "test") -> Path:
+    """Compare each [A, B] of `comparisons` over the results under `runs_dir` scored on `split` (test, or val:
+    the runs of ``finetune --test false``); write ``compare.md`` and ``compare.csv`` into `out_dir` (replacing
+    earlier ones) and return the markdown's path."""
     if not Path(runs_dir).is_dir():
         raise ComparisonError(f"{runs_dir}: no such folder")
-    scan = scan_results(runs_dir)
+    scan = scan_results(runs_dir, split)
     for path, reason in scan.broken:
         log.warning("skipped %s: %s", path, reason)
     parts = _explanation(metric, num_samples, level)
+    if split != "test":
+        parts = [f"Scored on the **{split}** patients (validation-only runs; the test split was not read).", "", *parts]
     every: list[PairedRow] = []
     for a, b in comparisons:
         rows, notes = compare_methods(scan.results, parse_method(a), parse_method(b), metric, num_samples, level, seed)
@@ -344,6 +350,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     compare.add_argument("--level", type=float, default=0.95, help="CI level")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    compare.add_argument("--split", choices=("test", "val"), default="test",
+                         help="val: pair the validation-only runs of `finetune --test false` (choosing recipes)")
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -351,7 +359,7 @@ def run_compare(args: argparse.Namespace) -> int:
     out = args.out or args.runs_dir / "report"
     try:
         markdown = write_comparisons(args.runs_dir, out, [(args.a, args.b)], args.metric, args.samples, args.level,
-                                     args.seed)
+                                     args.seed, args.split)
     except ComparisonError as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2

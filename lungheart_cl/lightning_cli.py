@@ -38,6 +38,9 @@ class _FinetuneCLI(_CLI):
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         parser.link_arguments("data.task_name", "model.task", apply_on="instantiate")
+        parser.add_argument("--test", type=bool, default=True,
+                            help="score the selected checkpoint on the test patients (false: on the validation "
+                                 "patients, the test split unread; for choosing recipes)")
 
 
 class _ParseOnly:
@@ -135,11 +138,13 @@ def check_resume_checkpoint(command: str, ckpt_path: str | None, model) -> None:
 
 
 def run_lightning_cli(command: str, args: list[str]) -> LightningCLI:
-    """pretrain: fit. finetune: fit, select on validation, then test the selected checkpoint once."""
+    """pretrain: fit. finetune: fit, select on validation, then test the selected checkpoint once (with
+    ``--test false``: score it on validation instead)."""
     cli = make_cli(command, args)
     check_resume_checkpoint(command, cli.config.get("ckpt_path"), cli.model)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"), weights_only=True)
     if command == "finetune":
         best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, weights_only=True)
+        final = cli.trainer.test if cli.config.get("test", True) else cli.trainer.validate
+        final(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, weights_only=True)
     return cli

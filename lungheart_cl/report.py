@@ -120,8 +120,9 @@ class ResultScan:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def scan_results(runs_dir: str | Path) -> ResultScan:
-    """Read every ``*.json`` under ``runs_dir``; results files are those with a ``run`` and ``metrics``."""
+def scan_results(runs_dir: str | Path, split: str = "test") -> ResultScan:
+    """Read every ``*.json`` under ``runs_dir``; results files are those with a ``run`` and ``metrics`` scored on
+    ``split`` (test, or val for the validation-only runs of ``finetune --test false``; others count as other)."""
     results, broken, other = [], [], []
     for path in sorted(Path(runs_dir).rglob("*.json")):
         try:
@@ -129,8 +130,9 @@ def scan_results(runs_dir: str | Path) -> ResultScan:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             broken.append((path, f"unreadable JSON ({error})"))
             continue
-        if not (isinstance(payload, dict) and "run" in payload and "metrics" in payload):
-            other.append(path)  # e.g. pretrain-summary.json, W&B metadata
+        if not (isinstance(payload, dict) and "run" in payload and "metrics" in payload) or \
+                payload.get("split", "test") != split:
+            other.append(path)  # e.g. pretrain-summary.json, W&B metadata, the other split's results
             continue
         problem = _result_problem(payload)
         if problem:
@@ -471,8 +473,9 @@ def write_csv(rows: Sequence[Row], path: str | Path) -> Path:
     return path
 
 
-def _report_header(scan: ResultScan, runs_dir: str | Path, metric: str) -> list[str]:
-    return [f"# Label-efficiency report: test {METRIC_NAMES.get(metric, metric)}", "",
+def _report_header(scan: ResultScan, runs_dir: str | Path, metric: str, split: str = "test") -> list[str]:
+    where = "test" if split == "test" else "validation (test split unread)"
+    return [f"# Label-efficiency report: {where} {METRIC_NAMES.get(metric, metric)}", "",
             f"{len(scan.results)} result files from `{runs_dir}`; {len(scan.broken)} broken and "
             f"{len(scan.other)} other JSON files skipped.", "",
             "Cells: mean ± std across seeds [mean of the per-run 95% CI bounds] (n = seeds). "
@@ -480,21 +483,23 @@ def _report_header(scan: ResultScan, runs_dir: str | Path, metric: str) -> list[
             "bootstrap (narrower).", ""]
 
 
-def write_report(runs_dir: str | Path, out_dir: str | Path, metric: str = "auroc", published: bool = True) -> Path:
+def write_report(runs_dir: str | Path, out_dir: str | Path, metric: str = "auroc", published: bool = True,
+                 split: str = "test") -> Path:
     """Write ``report.md``, ``report.csv`` and one PNG per dataset/task into ``out_dir``; returns report.md.
 
-    The study published AUROC only, so published values appear for ``metric="auroc"``.
+    The study published AUROC only, so published values appear for ``metric="auroc"`` on the test split.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scan = scan_results(runs_dir)
+    scan = scan_results(runs_dir, split)
+    published = published and split == "test"
     _log_skipped(scan)
     ours = aggregate_results(scan.results, metric)
     groups = _by_section(ours)
     reference = {key: published_results(*key[:2]) if published and metric == "auroc" and key[2] == "fraction" else []
                  for key in groups}  # the study published label fractions only
     styles = scheme_styles(r.scheme for r in ours)  # published rows are drawn only for schemes we ran
-    parts = _report_header(scan, runs_dir, metric)
+    parts = _report_header(scan, runs_dir, metric, split)
     for (dataset, task, axis), rows in groups.items():
         name = f"{dataset}-{task}-{metric}{'' if axis == 'fraction' else '-budgets'}.png"
         figure = plot_dataset_task(rows, reference[(dataset, task, axis)], styles, out_dir / name)

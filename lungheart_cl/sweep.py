@@ -10,7 +10,8 @@ once. Every finished run leaves a marker in ``RUNS_DIR/done``; SIGTERM (or Ctrl-
 with a non-zero status and leaves the run it interrupted unmarked, so the same command resumes with
 that run. At the end the report (tables + plots) is written and the comparison table printed; a
 ``compare: [[A, B], ...]`` entry (each ``SCHEME[:MODE]``) adds the paired comparison of B against A
-(``lungheart_cl.compare``) beside the report.
+(``lungheart_cl.compare``) beside the report. ``test: false`` makes every evaluation score its selected
+model on the validation patients and report those (the test split unread): the sweep that chooses a recipe.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class SweepSpec:
     common_args: dict[str, Any] = field(default_factory=dict)  # every finetune run
     pretrain_args: dict[str, Any] = field(default_factory=dict)  # every pretraining run
     wandb_project: str = "lungheart-cl"
+    test: bool = True  # false: every run scores its selected model on validation, the test split unread
 
     def __post_init__(self) -> None:
         if not self.label_fractions and not self.label_budgets:
@@ -208,6 +210,8 @@ class Sweep:
                 "--model.mode", evaluation.mode, "--model.results_dir", str(self.results_dir),
                 *labels.flags(), "--data.label_seed", str(seed), "--data.seed", str(seed),
                 "--seed_everything", str(seed), "--trainer.default_root_dir", str(self.runs_dir / "finetune")]
+        if not self.spec.test:
+            args += ["--test", "false"]
         if checkpoint is not None:
             args += ["--model.checkpoint", checkpoint]
         if scheme or evaluation.scheme:
@@ -267,7 +271,7 @@ class Sweep:
             if run.encoder_of is not None:
                 payload = {"encoder": str(Path(cli.trainer.checkpoint_callback.dirpath) / "encoder-best.pt")}
             else:
-                payload = {"results": str(self.results_dir / f"{cli.model.run_name()}.json")}
+                payload = {"results": str(cli.model.results_path)}
             payload["seconds"] = round(time.time() - started, 1)
             self._mark(run.key, payload)
             return payload
@@ -293,12 +297,13 @@ class Sweep:
         """Write the report (and the spec's paired comparisons beside it) and print them."""
         from lungheart_cl.report import write_report
 
-        markdown = write_report(self.results_dir, self.runs_dir / "report")
+        split = "test" if self.spec.test else "val"
+        markdown = write_report(self.results_dir, self.runs_dir / "report", split=split)
         print(markdown.read_text())
         if self.spec.compare:
             from lungheart_cl.compare import write_comparisons
 
-            paired = write_comparisons(self.results_dir, self.runs_dir / "report", self.spec.compare)
+            paired = write_comparisons(self.results_dir, self.runs_dir / "report", self.spec.compare, split=split)
             print(paired.read_text())
         return markdown
 

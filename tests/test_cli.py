@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -301,3 +302,33 @@ def test_ckpt_path_of_the_other_command_is_named(small_runs):
                 "--model.mode", "finetune", "--model.checkpoint", str(pretrain), "--ckpt_path", str(classifier))
     assert "a classifier checkpoint of model.mode linear, but this run's model.mode is finetune" \
         in _one_error_line(done)
+
+
+SELF_SIGTERM = """
+import os, signal
+from lightning.pytorch.callbacks import Callback
+
+class SigtermAtSecondBatch(Callback):
+    \"\"\"What a scheduler's preemption does: SIGTERM in the middle of training.\"\"\"
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_a_run_stopped_by_sigterm_exits_143_and_exports_or_tests_nothing(tmp_path, command):
+    """Lightning ends a SIGTERM'd fit with a SystemExit of status 0; a preempted job must not look finished,
+    and an interrupted fine-tuning must not go on to score its half-trained model on the test split."""
+    (tmp_path / "preempt.py").write_text(SELF_SIGTERM)
+    config = {"pretrain": "pretrain_lung_default.yaml", "finetune": "finetune_lung_default.yaml"}[command]
+    extra = ["--model.checkpoint", "null", "--model.mode", "scratch", "--data.label_fraction", "1.0"] \
+        if command == "finetune" else []
+    done = _cli(tmp_path, command, "--config", str(EXPERIMENTS / config), *SMALL, *extra, "--trainer.max_epochs", "2",
+                "--data.batch_size", "16", "--model.stats_segments", "100",
+                "--trainer.callbacks+", '{"class_path": "preempt.SigtermAtSecondBatch"}',
+                PYTHONPATH=os.pathsep.join([str(REPO), str(tmp_path)]))
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
+    assert f"lungheart-cl {command}: interrupted by SIGTERM" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob("encoder-best.pt")) and not list(tmp_path.rglob("results/*.json"))

@@ -38,6 +38,12 @@ class HoldTraining(Callback):
         while not trainer.received_sigterm and time.monotonic() < deadline:
             time.sleep(0.05)
 
+class FailTest(Callback):
+    \"\"\"Fails a run that reads its test split.\"\"\"
+
+    def on_test_start(self, trainer, pl_module):
+        raise RuntimeError("the test split was read")
+
 class FailValidation(Callback):
     \"\"\"Stops a run with an error in the middle of its first validation (training loader workers alive).\"\"\"
 
@@ -293,3 +299,27 @@ def test_a_budget_sweep_then_compare_through_the_cli(tmp_path, cache_dir):
     assert compare.returncode == 0, compare.stderr
     table = (runs / "report" / "compare.md").read_text()
     assert "| n=4 | 4 | 2 (0, 1) |" in table and "| n=8 | 8 | 2 (0, 1) |" in table
+
+
+def test_a_validation_only_sweep_never_reads_the_test_split_and_reports_and_pairs_on_validation(tmp_path, cache_dir):
+    """`test: false`: every run scores its selected checkpoint on the validation patients (a run that reads its
+    test split fails here), writes ``-val.json`` results, and the report and comparison are on validation."""
+    logistic = {"scheme": "random_init", "mode": "logistic", "args": {"model.checkpoint": None}}
+    spec = _tiny_spec(tmp_path, cache_dir, callback="FailTest", label_fractions=[], label_budgets=[8], seeds=[0],
+                      evaluations=[], baselines=[BASELINES[0], logistic], test=False,
+                      compare=[["random_init:linear", "random_init:logistic"]])
+    done = _sweep_cli(tmp_path, str(spec), *FAST_EVALUATION)
+    out, err = done.communicate(timeout=900)
+    assert done.returncode == 0, err
+    runs = tmp_path / "runs"
+    results = {path.name: json.loads(path.read_text()) for path in (runs / "results").glob("*.json")}
+    assert sorted(results) == sorted(f"icbhi-icbhi_4class-random_init-{mode}-n8-seed{seed}-val.json"
+                                     for mode in ("linear", "logistic") for seed in (0,))
+    for result in results.values():
+        assert result["split"] == "val" and "test_predictions" not in result
+        # the selected checkpoint is what was scored: its validation AUROC is the one selection saw
+        assert result["metrics"]["auroc"]["value"] == pytest.approx(result["best_val_auroc"], abs=1e-6)
+        assert result["val_predictions"]["ids"] and result["n_patients"] == len(set(result["val_predictions"]["patients"]))
+    assert "validation (test split unread)" in (runs / "report" / "report.md").read_text()
+    paired = (runs / "report" / "compare.md").read_text()
+    assert "**val** patients" in paired and "random_init:logistic" in paired
