@@ -74,9 +74,11 @@ def _data_summary(trainer: L.Trainer) -> dict:
 def _format(summary: dict) -> str:
     before, best = summary["val_knn_auroc_before"], summary["val_knn_auroc_best"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    monitor = (f"{fmt(before)} (random init) -> {fmt(best)} (best epoch)" if before is not None or best is not None
+               else "none (no labels, so no monitor: the last encoder is kept)")
     return "\n".join([
         "", "pretraining finished",
-        f"  validation kNN AUROC: {fmt(before)} (random init) -> {fmt(best)} (best epoch)",
+        f"  validation kNN AUROC: {monitor}",
         f"  best checkpoint:      {summary['best_checkpoint']}",
         f"  exported encoder:     {summary['encoder_best']}",
         "  next: make finetune   (uses the newest exported encoder)", ""])
@@ -141,13 +143,20 @@ class RandomStateCheckpoint(Callback):
 
 
 class ResumableModelCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that keeps the best-so-far of the run it resumes.
+    """ModelCheckpoint that keeps the best-so-far of the run it resumes, and saves nothing for data without
+    labels (no monitor to select by: the last checkpoint is the one kept).
 
     A resumed CLI run logs to a new version folder, so its checkpoint folder differs from the one
     saved; Lightning then reloads only ``best_model_path`` and the next epoch would become "best"
     whatever its score. Here the scores of the earlier checkpoints are kept too (their files stay where
     they are: Lightning never deletes checkpoints outside its own folder).
     """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        data = trainer.datamodule
+        if data is not None and not data.has_monitor:  # data without labels: nothing to select by
+            self.save_top_k = 0
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         same_folder = state_dict.get("dirpath", self.dirpath) == self.dirpath

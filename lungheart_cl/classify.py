@@ -36,11 +36,11 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lungheart_cl.checkpointing import CheckpointError, check_same_encoder, load_pretrained
-from lungheart_cl.data.tasks import get_task
+from lungheart_cl.data.tasks import Task
 from lungheart_cl.encoders import Encoder, SmallCNN
 from lungheart_cl.feature_cache import FeatureStore, feature_key
 from lungheart_cl.frontend import LogMelFrontend
-from lungheart_cl.metrics import aggregate, evaluate, metric_function
+from lungheart_cl.metrics import aggregate, evaluate
 from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
 from lungheart_cl.probe import DEFAULT_C_GRID, MAX_FOLDS, fit_logistic_probe, linear_head_weights
 from lungheart_cl.views import ViewPipeline
@@ -125,9 +125,8 @@ class Classifier(L.LightningModule):
             raise ValueError("mode 'finetune' needs a pretrained checkpoint (model.checkpoint)")
         if mode == "scratch" and checkpoint is not None:
             raise ValueError("mode 'scratch' trains from random weights; remove model.checkpoint or use finetune")
-        self.mode, self.task = mode, get_task(task)
-        if self.task.num_classes != num_classes:
-            raise ValueError(f"task {task} has {self.task.num_classes} classes, num_classes is {num_classes}")
+        self.mode, self.task_name = mode, task
+        self.task: Task | None = None  # the data module's task, taken at setup: its classes, level and metric
         self.provenance: dict = {}
         checkpoint = resolve_checkpoint(checkpoint)
         if checkpoint is not None:
@@ -175,8 +174,10 @@ class Classifier(L.LightningModule):
             return
         if data.sample_rate != self.frontend.sample_rate:
             raise ValueError(f"front end expects {self.frontend.sample_rate} Hz, data module serves {data.sample_rate} Hz")
-        if data.task.name != self.task.name:
-            raise ValueError(f"model task {self.task.name} differs from the data module's task {data.task.name}")
+        if data.task_name != self.task_name or data.num_classes != self.hparams.num_classes:
+            raise ValueError(f"model task {self.task_name} ({self.hparams.num_classes} classes) differs from the data "
+                             f"module's task {data.task_name} ({data.num_classes} classes)")
+        self.task = data.task
         self._check_pretraining_did_not_see(data)
         if stage == "fit":
             if not bool(self.frontend.fitted):
@@ -205,7 +206,7 @@ class Classifier(L.LightningModule):
     def _fit_probe(self, features: Tensor, data) -> None:
         """Logistic mode: C by patient-grouped CV on the labelled rows only, the fit folded into the head."""
         hp, rows = self.hparams, data.labelled_rows
-        labels, manifest, metric = data.labels[rows], data.manifest, metric_function(self.task)
+        labels, manifest, metric = data.labels[rows], data.manifest, self.task.score
 
         def task_level_auroc(probs: np.ndarray, windows: np.ndarray) -> float:  # as validation and test are scored
             predictions = aggregate(probs, labels[windows], rows[windows], manifest, self.task.level)
@@ -357,7 +358,7 @@ class Classifier(L.LightningModule):
         if not self._outputs:
             return
         predictions = self._predictions()
-        metrics = metric_function(self.task)(predictions.probs, predictions.labels)
+        metrics = self.task.score(predictions.probs, predictions.labels)
         nll = F.nll_loss(torch.log(torch.from_numpy(predictions.probs).clamp_min(1e-7)),
                          torch.from_numpy(predictions.labels))
         self.log_dict({f"val/{k}": float(v) for k, v in metrics.items() if k != "auroc"})

@@ -25,29 +25,45 @@ import signal
 import sys
 from pathlib import Path
 
-from lungheart_cl.data.sources import DATASETS
 from lungheart_cl.errors import MissingPathError, UserError
 
 DEBUG_FLAG, DEBUG_ENV = "--debug", "LUNGHEART_DEBUG"
 
 
+def _source_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with the value read as YAML (``classes=[normal, abnormal]``), as ``data.source_options`` are."""
+    import yaml
+
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def _data_parser(sub: argparse._SubParsersAction) -> None:
+    from lungheart_cl.data.download import downloadable
+    from lungheart_cl.data.sources import dataset_names
+    from lungheart_cl.data.synthetic import synthesizable
+
     data = sub.add_parser("data", help="dataset tools: inspect, synth, download, cache")
     verbs = data.add_subparsers(dest="verb", required=True)
 
     inspect = verbs.add_parser("inspect", help="summarise a dataset root and list every problem found")
-    inspect.add_argument("--dataset", required=True, choices=DATASETS)
+    inspect.add_argument("--dataset", required=True, metavar="DATASET",
+                         help=f"one of {', '.join(dataset_names())}, or the import path of your own module")
     inspect.add_argument("--root", required=True, type=Path)
+    inspect.add_argument("--option", action="append", type=_source_option, default=[], metavar="KEY=VALUE",
+                         help="a source option of the dataset's reader (repeat), as data.source_options in a run")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
 
     synth = verbs.add_parser("synth", help="write a synthetic dataset in the official layout")
-    synth.add_argument("--dataset", required=True, choices=DATASETS)
+    synth.add_argument("--dataset", required=True, choices=synthesizable())
     synth.add_argument("--root", required=True, type=Path)
     synth.add_argument("--patients", type=int, default=120)
     synth.add_argument("--seed", type=int, default=0)
 
     download = verbs.add_parser("download", help="fetch and verify an official archive (needs internet)")
-    download.add_argument("--dataset", required=True, choices=DATASETS)
+    download.add_argument("--dataset", required=True, choices=downloadable())
     download.add_argument("--root", required=True, type=Path)
     download.add_argument("--force", action="store_true", help="download again even if verified files exist, "
                           "and accept a file without a published checksum that changed since it was recorded")
@@ -64,7 +80,7 @@ def _run_data(args: argparse.Namespace) -> int:
     if args.verb == "inspect":
         from lungheart_cl.data.inspect import format_summary, inspect_root
 
-        summary = inspect_root(args.dataset, args.root)
+        summary = inspect_root(args.dataset, args.root, dict(args.option))
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 1 if summary["problems"] else 0
     if args.verb == "synth":

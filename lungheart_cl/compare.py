@@ -16,7 +16,7 @@ its coverage against resampling the draws alone, which falls well short).
 
 Scores are recomputed from each run's ``test_predictions`` (``val_predictions`` with ``--split val``; at
 the task's scoring level: recording for PhysioNet 2016, patient for CirCor murmur) with the task's own metric function
-(`lungheart_cl.metrics.metric_function`). Output: a markdown table (printed, and ``compare.md``) and
+(`DatasetSpec.metric`). Output: a markdown table (printed, and ``compare.md``) and
 ``compare.csv``, beside the report by default.
 """
 
@@ -34,8 +34,8 @@ from typing import get_args
 
 import numpy as np
 
-from lungheart_cl.data.tasks import get_task
-from lungheart_cl.metrics import MetricFn, Predictions, metric_function
+from lungheart_cl.data.sources import get_spec
+from lungheart_cl.metrics import MetricFn, Predictions
 from lungheart_cl.report import METRIC_NAMES, cell_key, latest_per_seed, scan_results, x_label
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def _subset_label(key: tuple) -> str:
 def _paired_row(subset: tuple, runs: list[tuple[dict, dict]], a: Method, b: Method, metric: str, num_samples: int,
                 level: float, seed: int) -> PairedRow:
     dataset, task, fraction, budget = subset
-    metric_fn = metric_function(get_task(task))
+    metric_fn = get_spec(dataset).metric(task)
     pairs = [_aligned(run_a, run_b) for run_a, run_b in runs]
     scores = np.asarray([[_score(metric_fn, metric, p, run) for p, run in zip(pair, both)]
                          for pair, both in zip(pairs, runs)])  # (pairs, 2): a, b

@@ -3,18 +3,21 @@
 Segment probabilities are first aggregated to the level the task is scored at (cycle, recording
 or patient); the bootstrap then resamples *patients* with replacement, because segments of one
 patient are correlated and resampling them as if independent gives intervals that are too narrow.
+Each task carries its metric function (`Task.score`); a dataset's own score (the ICBHI score, the
+CirCor weighted accuracy) is defined in its source module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc, multiclass_auroc
 
-from lungheart_cl.data.tasks import Task
+if TYPE_CHECKING:
+    from lungheart_cl.data.tasks import Task
 
 MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 
@@ -63,7 +66,8 @@ def aggregate(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray, manifest:
     return Predictions(group_probs, group_labels, group_patients, unique)
 
 
-def _auroc(probs: np.ndarray, labels: np.ndarray) -> float:
+def auroc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Binary AUROC of class 1, or the macro one-vs-rest AUROC over the classes present; NaN with one class."""
     if len(np.unique(labels)) < 2:
         return float("nan")
     scores, target = torch.from_numpy(probs).float(), torch.from_numpy(labels).long()
@@ -82,41 +86,17 @@ def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5
     se = tp / (tp + fn) if tp + fn else float("nan")
     sp = tn / (tn + fp) if tn + fp else float("nan")
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-    return {"auroc": _auroc(probs, labels), "accuracy": (tp + tn) / len(labels), "sensitivity": se,
+    return {"auroc": auroc(probs, labels), "accuracy": (tp + tn) / len(labels), "sensitivity": se,
             "specificity": sp, "f1": f1, "macc": (se + sp) / 2}
 
 
-def icbhi_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """ICBHI 2017 4-class score: Se = abnormal cycles (crackle, wheeze, both) whose exact class is
-    predicted / all abnormal cycles; Sp = normal cycles predicted normal / all normal; Score = mean."""
-    predicted = probs.argmax(1)
-    normal, abnormal = labels == 0, labels > 0
-    sp = float((predicted[normal] == 0).mean()) if normal.any() else float("nan")
-    se = float((predicted[abnormal] == labels[abnormal]).mean()) if abnormal.any() else float("nan")
-    return {"auroc": _auroc(probs, labels), "accuracy": float((predicted == labels).mean()), "sensitivity": se,
-            "specificity": sp, "icbhi_score": (se + sp) / 2}
-
-
-def murmur_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """CirCor 2022 weighted accuracy (classes absent 0, present 1, unknown 2):
-    (5 TP_present + 3 TP_unknown + TP_absent) / (5 N_present + 3 N_unknown + N_absent)."""
-    predicted = probs.argmax(1)
-    weights = np.asarray([1.0, 5.0, 3.0])[labels]
-    correct = (predicted == labels).astype(float)
-    return {"auroc": _auroc(probs, labels), "accuracy": float(correct.mean()),
-            "weighted_accuracy": float((weights * correct).sum() / weights.sum())}
-
-
 def multiclass_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {"auroc": _auroc(probs, labels), "accuracy": float((probs.argmax(1) == labels).mean())}
+    return {"auroc": auroc(probs, labels), "accuracy": float((probs.argmax(1) == labels).mean())}
 
 
-def metric_function(task: Task) -> MetricFn:
-    if task.name == "icbhi_4class":
-        return icbhi_metrics
-    if task.name == "murmur_3class":
-        return murmur_metrics
-    return binary_metrics if task.is_binary else multiclass_metrics
+def default_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The metrics of a task that declares none: `binary_metrics` for two classes, else `multiclass_metrics`."""
+    return binary_metrics(probs, labels) if probs.shape[1] == 2 else multiclass_metrics(probs, labels)
 
 
 def cluster_bootstrap(metric_fn: MetricFn, predictions: Predictions, num_samples: int = 1000, level: float = 0.95,
@@ -147,8 +127,7 @@ def segment_bootstrap(metric_fn: MetricFn, predictions: Predictions, num_samples
 def evaluate(task: Task, predictions: Predictions, num_samples: int = 1000, level: float = 0.95,
              seed: int = 0) -> dict[str, dict[str, float]]:
     """Point estimate and patient-cluster bootstrap CI of every metric of the task."""
-    metric_fn = metric_function(task)
-    point = metric_fn(predictions.probs, predictions.labels)
-    intervals = cluster_bootstrap(metric_fn, predictions, num_samples, level, seed) if num_samples else {}
+    point = task.score(predictions.probs, predictions.labels)
+    intervals = cluster_bootstrap(task.score, predictions, num_samples, level, seed) if num_samples else {}
     return {name: {"value": value, "ci_low": intervals.get(name, (float("nan"),) * 2)[0],
                    "ci_high": intervals.get(name, (float("nan"),) * 2)[1]} for name, value in point.items()}

@@ -2,8 +2,9 @@
 
 Audio is prepared by the training code path itself (`load_audio`, per-recording normalisation,
 `plan_segments`, `cut_segment`, float16 storage), with the `cache_config` the checkpoint records, so
-a recording is seen exactly as the training data was. A wav with a same-stem ICBHI-style ``.txt``
-beside it gives one segment per annotated cycle; any other wav gives fixed windows. Each file
+a recording is seen exactly as the training data was. A file with annotations beside it, as the
+training dataset defines them (`DatasetSpec.annotations`; ICBHI: a same-stem ``.txt`` of cycles),
+gives one segment per annotated event; any other file gives fixed windows. Each file
 yields one row per segment plus a row ``segment = "all"`` averaging its segments (the way
 recording-level tasks are scored). A file that cannot be read or holds nothing to score (shorter
 than one window, a too-short cycle, silence: `lungheart_cl.data.quality`) is refused: one row
@@ -32,7 +33,9 @@ from lungheart_cl.data.audio import load_audio, probe_audio
 from lungheart_cl.data.cache import CacheConfig, SegmentSpec, decode_segments, plan_segments
 from lungheart_cl.data.quality import check_length, check_levels
 from lungheart_cl.data.records import UNKNOWN, DataError, Recording
-from lungheart_cl.data.sources.icbhi import read_cycles
+from lungheart_cl.data.sources import get_spec
+from lungheart_cl.data.spec import AnnotationFinder
+from lungheart_cl.errors import ConfigError
 from lungheart_cl.encoders import Encoder, build_encoder
 from lungheart_cl.frontend import LogMelFrontend
 
@@ -60,6 +63,7 @@ class LoadedClassifier:
     task: str | None
     classes: tuple[str, ...]
     cache_config: CacheConfig
+    annotations: AnnotationFinder | None = None  # the training dataset's: events annotated beside a file
 
 
 @dataclass
@@ -141,6 +145,17 @@ def _cache_config(path: Path, meta: dict) -> CacheConfig:
     return config
 
 
+def _annotations(path: Path, dataset: str | None) -> AnnotationFinder | None:
+    """How the dataset the classifier was trained on annotates a file (None: it does not)."""
+    if dataset is None:
+        return None
+    try:
+        return get_spec(dataset).annotations
+    except ConfigError as error:  # e.g. a user's dataset module that is not importable here
+        raise CheckpointError(f"{path}: trained on dataset {dataset!r}, which is needed to read annotations "
+                              f"beside the files ({error})") from error
+
+
 def load_classifier(path: Path | str) -> LoadedClassifier:
     """Rebuild front end, encoder and head of a `lungheart-cl finetune` checkpoint (on the CPU)."""
     path = Path(path)
@@ -148,6 +163,7 @@ def load_classifier(path: Path | str) -> LoadedClassifier:
     meta, state = payload["lungheart_cl"], payload["state_dict"]
     classes = tuple(meta["classes"])
     config = _cache_config(path, meta)
+    annotations = _annotations(path, meta.get("dataset"))
     try:
         encoder = build_encoder(meta["encoder_config"])
         encoder.load_state_dict(substate(state, "encoder."))
@@ -156,22 +172,22 @@ def load_classifier(path: Path | str) -> LoadedClassifier:
         head = build_head_from_state(substate(state, "head."), encoder.embedding_dim, len(classes))
     except (RuntimeError, ValueError, TypeError, ImportError, AttributeError) as error:
         raise CheckpointError(f"{path}: weights do not fit the network the checkpoint describes ({error})") from error
-    return LoadedClassifier(path, ClassifierNet(frontend, encoder, head), meta.get("task"), classes, config)
+    return LoadedClassifier(path, ClassifierNet(frontend, encoder, head), meta.get("task"), classes, config,
+                            annotations)
 
 
 # ----------------------------------------------------------------------- audio
-def recording_for(path: Path) -> Recording:
-    """The file as a `Recording`: header facts, plus its cycles when a same-stem ICBHI-style .txt sits beside it."""
+def recording_for(path: Path, annotations: AnnotationFinder | None = None) -> Recording:
+    """The file as a `Recording`: header facts, plus the events `annotations` finds beside it."""
     info = probe_audio(path)
-    annotation = path.with_suffix(".txt")
-    events = read_cycles(annotation, info.num_frames / info.sample_rate) if annotation.is_file() else ()
+    events = annotations(path, info.num_frames / info.sample_rate) if annotations is not None else ()
     return Recording(UNKNOWN, path.stem, UNKNOWN, path, info.sample_rate, info.num_frames, info.num_channels,
                      events=events)
 
 
-def prepare_segments(path: Path, config: CacheConfig) -> PreparedFile:
+def prepare_segments(path: Path, config: CacheConfig, annotations: AnnotationFinder | None = None) -> PreparedFile:
     """The file checked (`lungheart_cl.data.quality`: a DataError refuses it) and cut exactly as the training cache is."""
-    recording = recording_for(path)
+    recording = recording_for(path, annotations)
     check_length(recording, config)
     warnings = check_levels(recording, load_audio(path, recording.sample_rate))  # levels at the file's own rate
     specs = plan_segments(recording, config)
@@ -210,7 +226,7 @@ def predict_files(model: LoadedClassifier, paths: list[Path], batch_size: int = 
     predictions, errors = [], []
     for path in map(Path, paths):
         try:
-            prepared = prepare_segments(path, model.cache_config)
+            prepared = prepare_segments(path, model.cache_config, model.annotations)
         except DataError as error:
             if error.path != path:  # e.g. its annotation: the refused file is the one asked for
                 error = DataError(path, str(error))
@@ -274,7 +290,8 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
                         help="auto = cuda when available (default)")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE.wav",
-                        help="recordings; a same-stem ICBHI-style .txt beside one gives one segment per cycle")
+                        help="recordings (wav, flac, mp3, ogg); annotations beside one, as the training dataset "
+                             "defines them (ICBHI: a same-stem .txt of cycles), give one segment per event")
     return parser
 
 

@@ -4,11 +4,13 @@ Per step: (anchor, partner) waveforms reach the device -> raw-audio views -> log
 spectrogram views (all batched, in `on_after_batch_transfer`) -> encoder -> projector ->
 metadata-aware NT-Xent, gathered over ranks. An online linear probe on detached features trains
 alongside; every validation epoch a kNN monitor scores the validation patients against a labelled
-bank of training patients. The test split is never touched here.
+bank of training patients. Data without labels (``num_classes`` 0) trains without either: no
+validation, and the last encoder is the one kept. The test split is never touched here.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -24,6 +26,8 @@ from lungheart_cl.monitor import auroc, knn_class_scores
 from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
 from lungheart_cl.views import ViewPipeline, spectrogram_mask
 
+log = logging.getLogger(__name__)
+
 
 class ContrastivePretraining(L.LightningModule):
     """SimCLR-style pretraining with pluggable views and metadata-aware positives/negatives.
@@ -33,7 +37,8 @@ class ContrastivePretraining(L.LightningModule):
         views: view generators applied to both views (default: the study's spectrogram masking).
         loss: `MetadataNTXent` (temperature, positive_keys, negative_keys).
         sample_rate: audio rate of the cache (linked from the data module by the CLI).
-        num_classes: classes of the data module's task, for the online probe (linked by the CLI).
+        num_classes: classes of the data module's task, for the online probe (linked by the CLI); 0 for
+            data without labels: no probe and no kNN monitor.
         n_mels / window_ms / hop_ms / f_min / f_max / channel_norm: log-mel front end (see LogMelFrontend).
         projector_hidden_dim / projector_dim: projection head (the study: 512 -> 256).
         optimizer / lr / weight_decay: adam | adamw | lars | sgd.
@@ -58,7 +63,7 @@ class ContrastivePretraining(L.LightningModule):
         self.criterion = loss if loss is not None else MetadataNTXent()
         self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max, channel_norm)
         self.projector = Projector(self.encoder.embedding_dim, projector_hidden_dim, projector_dim)
-        self.probe = nn.Linear(self.encoder.embedding_dim, num_classes)
+        self.probe = nn.Linear(self.encoder.embedding_dim, num_classes) if num_classes else None
         self.num_classes = num_classes
         self.knn_auroc_init: float | None = None
         self._val_outputs: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
@@ -126,6 +131,8 @@ class ContrastivePretraining(L.LightningModule):
         return out.loss + probe_loss
 
     def _probe_loss(self, features: Tensor, labels: Tensor) -> Tensor:
+        if self.probe is None:  # no labels
+            return features.sum() * 0.0
         logits = self.probe(features)
         if not bool((labels >= 0).any()):  # batch without labelled segments: keep the graph, add nothing
             return logits.sum() * 0.0
@@ -171,6 +178,10 @@ class ContrastivePretraining(L.LightningModule):
 
     def on_train_start(self) -> None:
         data = self.trainer.datamodule
+        if self.probe is None:
+            log.info("no labels: pretraining without the kNN / linear-probe monitor; the last encoder is kept "
+                     "(encoder-best.pt = encoder-last.pt)")
+            return
         if data is not None and self.knn_auroc_init is None:  # a resumed run has it from the checkpoint
             self.knn_auroc_init = self.evaluate_knn(data)
             self.log("val/knn_auroc_init", self.knn_auroc_init, sync_dist=True)  # identical on every rank
@@ -179,7 +190,8 @@ class ContrastivePretraining(L.LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         groups = param_groups(nn.ModuleList([self.encoder, self.projector]), hp.weight_decay, hp.lr)
-        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr": hp.lr})
+        if self.probe is not None:
+            groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr": hp.lr})
         optimizer = make_optimizer(hp.optimizer, groups, hp.lr, hp.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = int(hp.warmup_epochs * total / max(self.trainer.max_epochs or 1, 1))

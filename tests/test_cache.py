@@ -20,8 +20,17 @@ from lungheart_cl.cli import main
 from lungheart_cl.data import cache as cache_module
 from lungheart_cl.data.build_folders import remove_stale_builds
 from lungheart_cl.data.cache import CacheConfig, SegmentSpec, build_cache, cache_directory, cut_segment, plan_segments
+from lungheart_cl.data.manifest import manifest_row
 from lungheart_cl.data.records import DataError, Event, Patient, Recording, SourceDataset
+from lungheart_cl.data.spec import Column
 from lungheart_cl.data.synthetic import synthesize
+
+# An event-level label, as ICBHI's crackle flag: -1 in the rows of windows.
+CRACKLE = (Column("crackle", "event", kind="int"),)
+
+
+def _event(start: float, end: float, crackle: bool = False) -> Event:
+    return Event(start, end, {"crackle": crackle})
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,11 +64,15 @@ def test_windows_cover_heart_recordings_and_keep_a_long_enough_tail():
     assert [(s.start_s, s.end_s) for s in plan_segments(tiny, config)] == [(0, 3)]  # whole recording, padded
 
 
-def test_events_give_one_segment_each_with_labels():
+def test_events_give_one_segment_each_labelled_by_their_extras():
     recording = Recording("icbhi", "r", "p", Path("r.wav"), 4000, 4000 * 10,
-                          events=(Event(0.5, 2.0, True, False), Event(2.0, 3.0, False, True)))
+                          events=(_event(0.5, 2.0, True), _event(2.0, 3.0)))
     specs = plan_segments(recording, CacheConfig(4000, 4.0))
-    assert [(s.event_index, s.crackle, s.wheeze) for s in specs] == [(0, 1, 0), (1, 0, 1)]
+    assert [(s.start_s, s.end_s, s.event_index) for s in specs] == [(0.5, 2.0, 0), (2.0, 3.0, 1)]
+    rows = [manifest_row(recording, Patient("p"), CRACKLE, s.event_index, s.start_s, s.end_s) for s in specs]
+    assert [row["crackle"] for row in rows] == [1, 0]
+    window = replace(recording, events=())
+    assert manifest_row(window, Patient("p"), CRACKLE, -1, 0.0, 4.0)["crackle"] == -1
 
 
 @pytest.mark.parametrize("padding", ["zero_center", "repeat", "context"])
@@ -93,30 +106,33 @@ def test_context_padding_at_the_recording_edge_is_zero():
 
 
 def test_build_resamples_mixed_rates_and_reopens_as_a_hit(tmp_path):
-    source = _source(tmp_path, [("a", 3.0, 44100, (Event(0.0, 1.0),)), ("b", 2.0, 10000, (Event(0.5, 1.5, True),))])
+    source = _source(tmp_path, [("a", 3.0, 44100, (_event(0.0, 1.0),)), ("b", 2.0, 10000, (_event(0.5, 1.5, True),))])
     config = CacheConfig(4000, 1.0)
-    built = build_cache(source, config, tmp_path / "cache", workers=1, progress=False)
+    built = build_cache(source, config, tmp_path / "cache", columns=CRACKLE, workers=1, progress=False)
     assert built.segments.shape == (2, 4000) and built.segments.dtype == np.float16
     assert built.manifest["recording_id"].tolist() == ["a", "b"]
-    assert built.manifest["crackle"].tolist() == [0, 1]
+    assert built.manifest["crackle"].tolist() == [0, 1] and built.manifest["crackle"].dtype == np.int64
     first_mtime = (built.directory / "segments.f16").stat().st_mtime_ns
-    again = build_cache(source, config, tmp_path / "cache", workers=1, progress=False)
+    again = build_cache(source, config, tmp_path / "cache", columns=CRACKLE, workers=1, progress=False)
     assert again.directory == built.directory
     assert (again.directory / "segments.f16").stat().st_mtime_ns == first_mtime  # not rebuilt
 
 
-def test_key_changes_with_parameters_audio_and_annotations(tmp_path):
-    source = _source(tmp_path, [("a", 2.0, 4000, (Event(0.0, 1.0),))])
+def test_key_changes_with_parameters_audio_annotations_extras_and_columns(tmp_path):
+    source = _source(tmp_path, [("a", 2.0, 4000, (_event(0.0, 1.0),))])
     base = cache_directory(tmp_path, source, CacheConfig(4000, 1.0))
     assert cache_directory(tmp_path, source, CacheConfig(4000, 1.0, "repeat")) != base
-    relabelled = replace(source, recordings=[replace(source.recordings[0], events=(Event(0.0, 1.0, True),))])
+    relabelled = replace(source, recordings=[replace(source.recordings[0], events=(_event(0.0, 1.0, True),))])
     assert cache_directory(tmp_path, relabelled, CacheConfig(4000, 1.0)) != base
+    diagnosed = replace(source, patients={**source.patients, "p0": Patient("p0", extra={"diagnosis": "COPD"})})
+    assert cache_directory(tmp_path, diagnosed, CacheConfig(4000, 1.0)) != base
+    assert cache_directory(tmp_path, source, CacheConfig(4000, 1.0), CRACKLE) != base
     _write(tmp_path / "a.wav", 2.0, 4000, seed=99)  # same size, new content and mtime
     assert cache_directory(tmp_path, source, CacheConfig(4000, 1.0)) != base
 
 
 def test_parallel_build_equals_serial_build(tmp_path):
-    specs = [(f"r{i}", 2.0 + i % 3, [4000, 10000, 44100][i % 3], (Event(0.1, 1.2), Event(1.2, 1.9, False, True)))
+    specs = [(f"r{i}", 2.0 + i % 3, [4000, 10000, 44100][i % 3], (_event(0.1, 1.2), _event(1.2, 1.9, True)))
              for i in range(6)]
     source = _source(tmp_path, specs)
     serial = build_cache(source, CacheConfig(4000, 1.5), tmp_path / "serial", workers=1, progress=False)

@@ -23,10 +23,10 @@ from lungheart_cl.callbacks import RandomStateCheckpoint, ResumableModelCheckpoi
 from lungheart_cl.checkpointing import AtomicCheckpointIO, CheckpointError, export_encoder
 from lungheart_cl.classify import Classifier, resolve_checkpoint
 from lungheart_cl.data.datamodule import ClassificationDataModule
-from lungheart_cl.data.tasks import get_task
+from lungheart_cl.data.sources import get_spec
 from lungheart_cl.encoders import ResNet18Encoder, SmallCNN
 from lungheart_cl.frontend import LogMelFrontend
-from lungheart_cl.metrics import Predictions, metric_function
+from lungheart_cl.metrics import Predictions
 from lungheart_cl.predict import load_classifier
 from lungheart_cl.views import time_mask
 
@@ -202,9 +202,9 @@ def _features(model, data, rows) -> np.ndarray:
     return torch.cat([model.features(batch) for batch in data.iterate_rows(rows)]).numpy()
 
 
-def _recomputed_auroc(task_name: str, payload: dict) -> float:
+def _recomputed_auroc(results: dict, payload: dict) -> float:
     predictions = Predictions.from_json(payload)
-    return metric_function(get_task(task_name))(predictions.probs, predictions.labels)["auroc"]
+    return get_spec(results["dataset"]).metric(results["task"])(predictions.probs, predictions.labels)["auroc"]
 
 
 def _check_predictions(results: dict, data) -> None:
@@ -217,8 +217,8 @@ def _check_predictions(results: dict, data) -> None:
     assert set(val["patients"]) == set(data.split.patients(data.manifest, "val"))
     assert test["labels"] == data.labels[np.asarray(test["ids"])].tolist()  # segment-level tasks: ids are rows
     np.testing.assert_allclose(np.asarray(test["probs"]).sum(1), 1.0, atol=1e-5)
-    assert _recomputed_auroc(results["task"], test) == pytest.approx(results["metrics"]["auroc"]["value"], abs=1e-6)
-    assert _recomputed_auroc(results["task"], val) == pytest.approx(results["best_val_auroc"], abs=1e-6)
+    assert _recomputed_auroc(results, test) == pytest.approx(results["metrics"]["auroc"]["value"], abs=1e-6)
+    assert _recomputed_auroc(results, val) == pytest.approx(results["best_val_auroc"], abs=1e-6)
 
 
 class _RecordingFolds(StratifiedGroupKFold):

@@ -32,13 +32,17 @@ def test_inspect_the_real_subsets(dataset, recordings, patients, shared_data, ca
     assert main(["data", "inspect", "--dataset", dataset, "--root", str(shared_data / dataset), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["recordings"], summary["patients"], summary["problems"]) == (recordings, patients, [])
-    if dataset == "icbhi":
-        assert summary["cycles"] == {"both": 1, "crackle": 40, "normal": 78, "wheeze": 27}
+    if dataset == "icbhi":  # task classes counted at the task's level: cycles here
+        assert summary["tasks"]["icbhi_4class"] == {"both": 1, "crackle": 40, "normal": 78, "wheeze": 27}
+        assert summary["events"] == 146 and summary["columns"]["crackle"] == {"0": 105, "1": 41}
         assert set(summary["sample_rates"]) == {"4000", "10000", "44100"}
     if dataset == "physionet2016":
-        assert summary["recording_labels"] == {"abnormal": 482, "normal": 617}
-    if dataset == "circor2022":
-        assert summary["murmur"] == {"absent": 145, "present": 40, "unknown": 15}
+        assert summary["tasks"]["normal_vs_abnormal"] == {"abnormal": 482, "normal": 617}
+        assert summary["columns"]["recording_label"] == {"abnormal": 482, "normal": 617}
+    if dataset == "circor2022":  # patients
+        assert summary["tasks"]["murmur_3class"] == {"absent": 145, "present": 40, "unknown": 15}
+        assert summary["tasks"]["murmur"] == {"absent": 145, "present": 40, "unlabelled": 15}
+        assert summary["columns"]["murmur"] == {"absent": 145, "present": 40, "unknown": 15}
 
 
 # What public copies of CirCor carry in training_data/ besides the patients' files.

@@ -24,7 +24,6 @@ from lungheart_cl.cli import main as cli_main
 from lungheart_cl.data.download import (
     DOWNLOADS_DIR,
     RECORD_NAME,
-    SOURCES,
     ArchiveListingError,
     ChangedDownloadError,
     ChecksumError,
@@ -33,7 +32,9 @@ from lungheart_cl.data.download import (
     RemoteFile,
     UnpackLimits,
     UnsafeArchiveError,
+    dataset_source,
     download_dataset,
+    downloadable,
     find_dataset_root,
     manual_instructions,
     with_base_url,
@@ -415,9 +416,14 @@ def test_archive_missing_from_published_sums_warns_and_downloads_unverified(
         assert fetch(source, tmp_path / "root", server) == tmp_path / "root"
 
 
-@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_every_dataset_of_the_package_with_official_archives_declares_them():
+    assert downloadable() == ("circor2022", "icbhi", "physionet2016")
+
+
+@pytest.mark.parametrize("name", downloadable())
 def test_registry_entries_are_complete(name: str):
-    source = SOURCES[name]
+    source = dataset_source(name)
+    assert source.name == name
     urls = [file.url for file in source.files]
     assert all(url.startswith("https://") for url in urls)
     assert source.layout and source.license and source.citation
@@ -435,7 +441,7 @@ def test_unknown_dataset_is_refused(tmp_path: Path):
 
 
 def test_base_url_keeps_the_official_paths():
-    mirrored = with_base_url(SOURCES["physionet2016"], "http://mirror.example/pn/")
+    mirrored = with_base_url(dataset_source("physionet2016"), "http://mirror.example/pn/")
     assert mirrored.files[0].url == "http://mirror.example/pn/files/challenge-2016/1.0.0/training.zip"
     assert mirrored.sha256sums is not None
     assert mirrored.sha256sums.url == "http://mirror.example/pn/files/challenge-2016/1.0.0/SHA256SUMS.txt"

@@ -7,15 +7,15 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import f1_score, roc_auc_score
 
-from lungheart_cl.data.tasks import get_task
+from lungheart_cl.data.sources import get_spec
+from lungheart_cl.data.sources.circor2022 import murmur_metrics
+from lungheart_cl.data.sources.icbhi import icbhi_metrics
 from lungheart_cl.metrics import (
     Predictions,
     aggregate,
     binary_metrics,
     cluster_bootstrap,
     evaluate,
-    icbhi_metrics,
-    murmur_metrics,
     segment_bootstrap,
 )
 
@@ -94,7 +94,7 @@ def test_evaluate_reports_value_and_interval_for_every_metric():
     labels = rng.integers(0, 2, 200)
     predictions = Predictions(_probs(np.clip(0.4 * labels + 0.6 * rng.random(200), 0, 1)), labels,
                               (np.arange(200) // 5).astype(str), np.arange(200))
-    results = evaluate(get_task("normal_vs_abnormal"), predictions, num_samples=200)
+    results = evaluate(get_spec("physionet2016").task("normal_vs_abnormal"), predictions, num_samples=200)
     assert set(results) == {"auroc", "accuracy", "sensitivity", "specificity", "f1", "macc"}
     for value in results.values():
         assert value["ci_low"] <= value["value"] <= value["ci_high"]
@@ -136,3 +136,16 @@ def test_patient_cluster_bootstrap_covers_at_the_nominal_rate_and_is_wider():
     assert 0.86 <= np.mean(cluster_hits) <= 0.99  # nominal 0.95 (percentile bootstrap, 40 patients)
     assert np.mean(segment_hits) < 0.75  # treating correlated segments as independent under-covers
     assert np.mean(cluster_width) > 1.8 * np.mean(segment_width)
+
+
+@pytest.mark.parametrize("dataset, task, metric", [("icbhi", "icbhi_4class", "icbhi_score"),
+                                                   ("circor2022", "murmur_3class", "weighted_accuracy"),
+                                                   ("icbhi", "crackle", "macc"), ("circor2022", "murmur", "macc")])
+def test_each_task_scores_with_its_own_metric(dataset, task, metric):
+    """The metric travels with the task: a dataset's own score where it declares one, else the binary metrics."""
+    chosen = get_spec(dataset).task(task)
+    labels = np.arange(60) % chosen.num_classes
+    probs = np.full((60, chosen.num_classes), 0.1)
+    probs[np.arange(60), labels] = 0.9
+    assert metric in evaluate(chosen, Predictions(probs, labels, np.arange(60).astype(str), np.arange(60)),
+                              num_samples=0)

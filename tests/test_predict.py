@@ -24,6 +24,7 @@ from lungheart_cl.data.cache import CacheConfig, build_cache
 from lungheart_cl.data.datasets import SegmentStore
 from lungheart_cl.data.quality import MIN_CYCLE_SECONDS, SILENCE_DBFS
 from lungheart_cl.data.records import Event, Patient, Recording, SourceDataset
+from lungheart_cl.data.sources import get_spec
 from lungheart_cl.encoders import SmallCNN
 from lungheart_cl.predict import (add_predict_parser, build_head_from_state, load_classifier, predict_files,
                                   prediction_rows, run_predict)
@@ -54,10 +55,11 @@ def _classifier(mode: str = "scratch", head_hidden_dim: int = 0, seed: int = 0) 
     return model.eval()
 
 
-def _save(model: Classifier, path: Path, config: CacheConfig | None = CONFIG) -> Path:
+def _save(model: Classifier, path: Path, config: CacheConfig | None = CONFIG, dataset: str = "icbhi") -> Path:
     """A checkpoint as Lightning writes it, its `lungheart_cl` entry from the model's own `on_save_checkpoint`."""
     checkpoint = {"state_dict": model.state_dict(), "epoch": 0, "global_step": 1}
-    model.trainer = SimpleNamespace(datamodule=SimpleNamespace(dataset="icbhi", cache_config=config)
+    model.task = get_spec("icbhi").task("healthy_vs_disease")  # as `Classifier.setup` takes it from the data
+    model.trainer = SimpleNamespace(datamodule=SimpleNamespace(dataset=dataset, cache_config=config)
                                     if config is not None else None)
     try:
         model.on_save_checkpoint(checkpoint)
@@ -190,6 +192,26 @@ def test_predictions_equal_the_model_on_the_training_cache(trained, tmp_path, ev
     np.testing.assert_allclose(prediction.probs, expected, atol=1e-6)
     assert [(s.start_s, s.end_s) for s in prediction.segments] == list(
         zip(cache.manifest["start_s"].astype(float), cache.manifest["end_s"].astype(float)))
+
+
+def test_annotations_beside_a_file_are_read_as_the_training_dataset_defines_them(tmp_path):
+    """An ICBHI classifier cuts a file with a cycle .txt beside it per cycle; a heart-sound one (whose dataset
+    annotates nothing beside its audio) cuts the same file into windows."""
+    wav = _wav(tmp_path / "rec.wav", seconds=5.0)
+    wav.with_suffix(".txt").write_text("0.3 1.1 0 0\n1.1 4.9 1 0\n")
+    model = _classifier()
+    lung = load_classifier(_save(model, tmp_path / "lung.ckpt"))
+    heart = load_classifier(_save(model, tmp_path / "heart.ckpt", dataset="physionet2016"))
+    (cycles,), _ = predict_files(lung, [wav])
+    (windows,), _ = predict_files(heart, [wav])
+    assert [(s.start_s, s.end_s) for s in cycles.segments] == [(0.3, 1.1), (1.1, 4.9)]
+    assert [(s.start_s, s.end_s) for s in windows.segments] == [(0.0, 2.0), (2.0, 4.0), (4.0, 5.0)]  # 1 s tail kept
+
+
+def test_a_checkpoint_of_a_dataset_not_registered_here_is_named(tmp_path):
+    path = _save(_classifier(), tmp_path / "model.ckpt", dataset="somebody.elses_source")
+    with pytest.raises(CheckpointError, match="trained on dataset 'somebody.elses_source'.*cannot import"):
+        load_classifier(path)
 
 
 def test_batch_size_does_not_change_predictions(trained, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from lungheart_cl.data.records import DataError, SourceDataset
-from lungheart_cl.data.sources import reader_for
+from lungheart_cl.data.sources import get_spec
 from lungheart_cl.data.sources.circor2022 import AGE_GROUPS, DEVICE, read_circor2022
 
 RATE = 4000
@@ -84,20 +84,22 @@ def test_synthetic_layout_reads(tmp_path: Path) -> None:
     dataset = read_circor2022(root)
     by_id = {recording.recording_id: recording for recording in dataset.recordings}
     assert sorted(by_id) == ["50001_AV", "50001_MV_1", "50001_MV_2", "50002_PV"]
-    assert by_id["50001_MV_1"].segmentation_path is None
-    assert by_id["50001_MV_2"].segmentation_path == root / "training_data" / "50001_MV_2.tsv"
+    assert by_id["50001_MV_1"].extra["segmentation_path"] is None
+    assert by_id["50001_MV_2"].extra["segmentation_path"] == root / "training_data" / "50001_MV_2.tsv"
     assert (by_id["50002_PV"].location, by_id["50002_PV"].source, by_id["50002_PV"].device) == ("PV", "CC2014", DEVICE)
-    assert all(r.label is None and r.sample_rate == RATE and r.num_frames == FRAMES for r in dataset.recordings)
+    assert all(set(r.extra) == {"segmentation_path"} and r.sample_rate == RATE and r.num_frames == FRAMES
+               for r in dataset.recordings)
     child, adult = dataset.patients["50001"], dataset.patients["50002"]
-    assert (child.age_group, child.sex, child.height_cm, child.weight_kg) == ("child", "female", 120.0, None)
-    assert (child.pregnant, child.murmur, child.outcome, child.age_years) == (False, "present", None, None)
-    assert (adult.age_group, adult.sex, adult.weight_kg, adult.pregnant) == ("adult", "male", 70.5, None)
-    assert adult.murmur == "unknown"
+    assert (child.age_group, child.sex, child.age_years) == ("child", "female", None)
+    assert child.extra == {"height_cm": 120.0, "weight_kg": None, "pregnant": False, "murmur": "present",
+                           "outcome": None}
+    assert (adult.age_group, adult.sex, adult.extra["weight_kg"], adult.extra["pregnant"]) == ("adult", "male", 70.5, None)
+    assert adult.extra["murmur"] == "unknown"
     assert dataset.notes == [] and dataset.problems == []
 
 
 def test_registry_returns_this_reader() -> None:
-    assert reader_for("circor2022") is read_circor2022
+    assert get_spec("circor2022").read is read_circor2022
 
 
 def test_stray_file_is_noted_and_ignored(tmp_path: Path) -> None:
@@ -171,7 +173,7 @@ def test_later_release_columns_and_outcome(tmp_path: Path) -> None:
     root = _make_root(tmp_path)
     _add_outcomes(root, "Abnormal")
     dataset = read_circor2022(root)
-    assert {patient.outcome for patient in dataset.patients.values()} == {"abnormal"}
+    assert {patient.extra["outcome"] for patient in dataset.patients.values()} == {"abnormal"}
 
 
 def test_outcome_disagreement_names_csv_and_patient(tmp_path: Path) -> None:
@@ -338,26 +340,26 @@ def test_real_patients_and_metadata(real: SourceDataset, shared_data: Path) -> N
     """The 200 shared patients (Present 40, Absent 145, Unknown 15), each as training_data.csv states it."""
     rows = {row["Patient ID"]: row for row in _csv_rows(shared_data / "circor2022")}
     assert len(rows) == 200 and sorted(real.patients) == sorted(rows) and real.problems == []
-    assert Counter(patient.murmur for patient in real.patients.values()) == {"present": 40, "absent": 145,
+    assert Counter(patient.extra["murmur"] for patient in real.patients.values()) == {"present": 40, "absent": 145,
                                                                                "unknown": 15}
     wavs = sorted(path.stem for path in (shared_data / "circor2022" / "training_data").glob("*.wav"))
     assert sorted(r.recording_id for r in real.recordings) == wavs and len(wavs) == 684
     for patient_id, row in rows.items():
         patient = real.patients[patient_id]
-        assert (patient.murmur, patient.sex) == (row["Murmur"].lower(), row["Sex"].lower())
+        assert (patient.extra["murmur"], patient.sex) == (row["Murmur"].lower(), row["Sex"].lower())
         assert patient.age_group == AGE_GROUPS[row["Age"]]
         locations = sorted(r.location for r in real.recordings if r.patient_id == patient_id)
         assert locations == sorted(row["Locations"].split("+"))
     patient = real.patients["33151"]
-    assert (patient.age_group, patient.sex, patient.murmur, patient.height_cm, patient.weight_kg) == (
+    extra = patient.extra
+    assert (patient.age_group, patient.sex, extra["murmur"], extra["height_cm"], extra["weight_kg"]) == (
         "child", "female", "present", 141.0, 30.9
     )
-    assert (real.patients["50086"].age_group, real.patients["50086"].pregnant, real.patients["50086"].height_cm) == (
-        "unknown", True, None
-    )
+    pregnant = real.patients["50086"]
+    assert (pregnant.age_group, pregnant.extra["pregnant"], pregnant.extra["height_cm"]) == ("unknown", True, None)
     assert (real.patients["84804"].age_group, real.patients["84804"].sex) == ("neonate", "male")
-    assert {patient.outcome for patient in real.patients.values()} == {None}
-    assert {(r.sample_rate, r.device, r.label) for r in real.recordings} == {(4000, DEVICE, None)}
+    assert {patient.extra["outcome"] for patient in real.patients.values()} == {None}
+    assert {(r.sample_rate, r.device) for r in real.recordings} == {(4000, DEVICE)}
     assert {r.source for r in real.recordings} == {"CC2014", "CC2015"}
     assert {r.location for r in real.recordings if r.patient_id == "84690"} == {"TV", "MV", "Phc"}
 
@@ -376,6 +378,6 @@ def test_real_quirks_are_noted(real: SourceDataset) -> None:
 def test_real_patient_50782(real: SourceDataset) -> None:
     recordings = {r.recording_id: r for r in real.recordings if r.patient_id == "50782"}
     assert sorted(recordings) == ["50782_AV_1", "50782_AV_2", "50782_MV_1", "50782_MV_2", "50782_PV", "50782_TV"]
-    assert recordings["50782_MV_1"].segmentation_path is None
-    assert recordings["50782_MV_2"].segmentation_path.name == "50782_MV_2.tsv"
+    assert recordings["50782_MV_1"].extra["segmentation_path"] is None
+    assert recordings["50782_MV_2"].extra["segmentation_path"].name == "50782_MV_2.tsv"
     assert recordings["50782_AV_2"].location == "AV"

@@ -1,4 +1,5 @@
-"""PhysioNet/CinC 2016 reader: the real shared subset, and every bad input on small synthetic folders."""
+"""PhysioNet/CinC 2016 reader: the real shared subset, and the bad inputs of its layout on small synthetic folders
+(damaged audio: `test_sources_bad_input.py`, for every source)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from lungheart_cl.data.records import DataError, SourceDataset
-from lungheart_cl.data.sources import reader_for
+from lungheart_cl.data.sources import get_spec
 from lungheart_cl.data.sources.physionet2016 import SUBJECT_NOTE, VALIDATION_NOTE, read_physionet2016
 from lungheart_cl.data.sources.wfdb_header import read_wfdb_header
 
@@ -55,7 +56,7 @@ def test_synthetic_layout_reads(tmp_path: Path) -> None:
     dataset = read_physionet2016(_make_root(tmp_path))
     by_id = {recording.recording_id: recording for recording in dataset.recordings}
     assert sorted(by_id) == ["a0001", "a0002", "b0001"]
-    assert by_id["a0001"].label == "abnormal" and by_id["a0002"].label == "normal"
+    assert by_id["a0001"].extra == {"label": "abnormal"} and by_id["a0002"].extra == {"label": "normal"}
     assert by_id["b0001"].source == by_id["b0001"].device == "training-b"
     assert all(r.patient_id == r.recording_id and r.location == "unknown" for r in dataset.recordings)
     assert all((r.sample_rate, r.num_frames) == (RATE, FRAMES) for r in dataset.recordings)
@@ -65,7 +66,7 @@ def test_synthetic_layout_reads(tmp_path: Path) -> None:
 
 
 def test_registry_returns_this_reader() -> None:
-    assert reader_for("physionet2016") is read_physionet2016
+    assert get_spec("physionet2016").read is read_physionet2016
 
 
 def test_validation_folder_is_noted_not_read(tmp_path: Path) -> None:
@@ -115,10 +116,6 @@ def _header_names_other_record(root: Path) -> None:
     path.write_text(path.read_text().replace("a0002 1", "a0009 1"))
 
 
-def _wav_empty(root: Path) -> None:
-    (root / "training-a" / "a0002.wav").write_bytes(b"")
-
-
 def _wav_without_row(root: Path) -> None:
     _write_record(root / "training-a", "a0003")
 
@@ -143,7 +140,6 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], None], str, tuple[str, ...], int]] 
     "wav_missing": (_wav_missing, "training-a/a0002.wav", ("REFERENCE.csv line 2", "missing"), 2),
     "header_missing": (_header_missing, "training-a/a0002.hea", ("missing",), 2),
     "header_other_record": (_header_names_other_record, "training-a/a0002.hea", ("'a0009'",), 2),
-    "wav_empty": (_wav_empty, "training-a/a0002.wav", ("empty",), 2),
     "wav_without_row": (_wav_without_row, "training-a/a0003.wav", ("no row",), 3),
     "label_unknown": (_label_unknown, "training-a/REFERENCE.csv", ("line 2", "'0'"), 2),
     "line_malformed": (_line_malformed, "training-a/REFERENCE.csv", ("line 2", "a0002;-1"), 2),
@@ -181,8 +177,8 @@ def real(shared_data: Path) -> SourceDataset:
 @pytest.mark.shared_data
 def test_real_subset_counts(real: SourceDataset) -> None:
     assert len(real.recordings) == 1099
-    assert Counter(r.label for r in real.recordings) == {"abnormal": 482, "normal": 617}
-    per_folder = Counter((r.source, r.label) for r in real.recordings)
+    assert Counter(r.extra["label"] for r in real.recordings) == {"abnormal": 482, "normal": 617}
+    per_folder = Counter((r.source, r.extra["label"]) for r in real.recordings)
     expected = {
         "training-a": (292, 117),
         "training-b": (104, 386),
@@ -201,4 +197,4 @@ def test_real_a0001_parsed_despite_its_ecg(real: SourceDataset, shared_data: Pat
     header = read_wfdb_header(shared_data / "physionet2016" / "training-a" / "a0001.hea")
     assert [(s.file_name, s.description) for s in header.signals] == [("a0001.wav", "PCG"), ("a0001.dat", "ECG")]
     a0001 = next(r for r in real.recordings if r.recording_id == "a0001")
-    assert (a0001.label, a0001.num_frames, a0001.audio_path.suffix) == ("abnormal", 71332, ".wav")
+    assert (a0001.extra["label"], a0001.num_frames, a0001.audio_path.suffix) == ("abnormal", 71332, ".wav")

@@ -20,7 +20,8 @@ from lungheart_cl.data.records import SourceDataset
 from lungheart_cl.data.sources.circor2022 import read_circor2022
 from lungheart_cl.data.sources.icbhi import read_icbhi
 from lungheart_cl.data.sources.physionet2016 import read_physionet2016
-from lungheart_cl.data.synthetic import ICBHI_SIZED, icbhi, synthesize
+from lungheart_cl.bench.common import ICBHI_SIZED
+from lungheart_cl.data.synthetic import icbhi, synthesize
 
 # --- line formats of the official files, checked on the real files too --------------------------------
 
@@ -258,21 +259,23 @@ def test_icbhi_reads_back_with_varied_patients_devices_and_labels(icbhi_root: Pa
     patients = dataset.patients.values()
     assert {"female", "male"} <= {p.sex for p in patients}
     assert {"child", "adult"} <= {p.age_group for p in patients}
-    assert any(p.age_years is None or (p.bmi is None and p.weight_kg is None) for p in patients)
-    assert "Healthy" in {p.diagnosis for p in patients} and len({p.diagnosis for p in patients}) >= 4
+    assert any(p.age_years is None or (p.extra["bmi"] is None and p.extra["weight_kg"] is None) for p in patients)
+    diagnoses = {p.extra["diagnosis"] for p in patients}
+    assert "Healthy" in diagnoses and len(diagnoses) >= 4
     recordings = dataset.recordings
     assert {r.device for r in recordings} == {"Meditron", "LittC2SE", "Litt3200", "AKGC417L"}
-    assert len({r.sample_rate for r in recordings}) >= 2 and {r.acquisition_mode for r in recordings} == {"sc", "mc"}
+    assert len({r.sample_rate for r in recordings}) >= 2 and {r.extra["acquisition_mode"] for r in recordings} == {"sc", "mc"}
     assert {r.official_split for r in recordings} == {"train", "test"}
     assert all(r.events for r in recordings)
     events = [e for r in recordings for e in r.events]
-    assert any(e.crackle for e in events) and any(e.wheeze for e in events) and not all(e.crackle for e in events)
+    crackles, wheezes = [e.extra["crackle"] for e in events], [e.extra["wheeze"] for e in events]
+    assert any(crackles) and any(wheezes) and not all(crackles)
 
 
 def test_physionet_reads_back_with_both_labels_and_six_devices(physionet_root: Path) -> None:
     dataset = read_physionet2016(physionet_root)
     assert_varied(dataset, 24)
-    assert {r.label for r in dataset.recordings} == {"normal", "abnormal"}
+    assert {r.extra["label"] for r in dataset.recordings} == {"normal", "abnormal"}
     assert len({r.device for r in dataset.recordings}) == 6
     assert {r.sample_rate for r in dataset.recordings} == {2000}
     assert all(5 <= r.duration_s <= 60 for r in dataset.recordings)
@@ -282,10 +285,10 @@ def test_circor_reads_back_with_varied_patients_and_murmurs(circor_root: Path) -
     dataset = read_circor2022(circor_root)
     assert_varied(dataset, 20)
     patients = dataset.patients.values()
-    assert {p.murmur for p in patients} == {"present", "absent", "unknown"}
+    assert {p.extra["murmur"] for p in patients} == {"present", "absent", "unknown"}
     assert {"female", "male"} <= {p.sex for p in patients}
     assert {"infant", "child", "adolescent"} <= {p.age_group for p in patients}
-    assert any(p.pregnant for p in patients)
+    assert any(p.extra["pregnant"] for p in patients)
     assert {r.location for r in dataset.recordings} == {"AV", "PV", "TV", "MV", "Phc"}
     assert {r.sample_rate for r in dataset.recordings} == {4000}
     assert all(5 <= r.duration_s <= 30 for r in dataset.recordings)
@@ -373,7 +376,7 @@ def test_lung_cycles_are_learnable_but_not_trivially(tmp_path: Path) -> None:
         energies = np.array([log_band_energies(cycle, rate, edges) for cycle in cycles])
         # Per-recording normalisation removes the device, the patient and the gain, not the events.
         features.extend(energies - energies.mean(axis=0))
-        labels += [e.crackle or e.wheeze for e in recording.events]
+        labels += [e.extra["crackle"] or e.extra["wheeze"] for e in recording.events]
         patients += [recording.patient_id] * len(cycles)
     auroc = cross_validated_auroc(np.array(features), np.array(labels), np.array(patients))
     assert 0.6 < auroc < 0.98, auroc
@@ -391,7 +394,7 @@ def test_patient_diagnosis_shows_in_the_breathing_of_every_cycle(tmp_path: Path)
             frames = np.array_split(audio[round(event.start_s * rate) : round(event.end_s * rate)] ** 2, 12)
             log_energy = np.log([frame.mean() + 1e-12 for frame in frames])
             features.append(log_energy - log_energy.max())  # the shape, not the gain
-            labels.append(dataset.patients[recording.patient_id].diagnosis != "Healthy")
+            labels.append(dataset.patients[recording.patient_id].extra["diagnosis"] != "Healthy")
             patients.append(recording.patient_id)
     auroc = cross_validated_auroc(np.array(features), np.array(labels), np.array(patients))
     assert 0.9 < auroc < 0.995, auroc
@@ -407,7 +410,7 @@ def test_heart_recordings_are_learnable_but_not_trivially(tmp_path: Path) -> Non
         energies = log_band_energies(audio, rate, edges)
         # The spectral shape, not the level: the gain is random.
         features.append(energies - energies.mean())
-        labels.append(recording.label == "abnormal")
+        labels.append(recording.extra["label"] == "abnormal")
     patients = np.array([recording.patient_id for recording in dataset.recordings])
     auroc = cross_validated_auroc(np.array(features), np.array(labels), patients)
     assert 0.6 < auroc < 0.98, auroc

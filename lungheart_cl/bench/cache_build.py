@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import librosa
 
-from lungheart_cl.bench.common import Check, Context, alternate, table, timed
+from lungheart_cl.bench.common import BENCH_DATASET, Check, Context, alternate, table, timed
 from lungheart_cl.data.cache import CacheConfig, build_cache
-from lungheart_cl.data.datamodule import DEFAULTS
-from lungheart_cl.data.sources import read_source
+from lungheart_cl.data.sources import get_spec, read_source
 
 BUILD_TARGET_S = 30.0
 HIT_TARGET_S = 2.0
@@ -47,9 +46,10 @@ def naive_decode(paths: list, sample_rate: int) -> float:
 def build_twice(source, config: CacheConfig, data_dir) -> tuple[float, float, int]:
     """(build seconds into a fresh directory with the default worker count, cache-hit seconds, segments)."""
     fresh = tempfile.mkdtemp(prefix="fresh-cache-", dir=data_dir)
+    columns = get_spec(BENCH_DATASET).columns
     try:
-        cache, build_s = timed(build_cache, source, config, fresh, progress=False)
-        _, hit_s = timed(build_cache, source, config, fresh, progress=False)
+        cache, build_s = timed(build_cache, source, config, fresh, columns=columns, progress=False)
+        _, hit_s = timed(build_cache, source, config, fresh, columns=columns, progress=False)
         return build_s, hit_s, len(cache)
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
@@ -57,9 +57,9 @@ def build_twice(source, config: CacheConfig, data_dir) -> tuple[float, float, in
 
 def run(ctx: Context) -> CacheResult:
     root = ctx.ensure_dataset()
-    source, read_s = timed(read_source, "icbhi", root)
-    defaults = DEFAULTS["icbhi"]
-    config = CacheConfig(defaults.sample_rate, defaults.segment_seconds)  # lung: 4 kHz, 4 s cycles
+    source, read_s = timed(read_source, BENCH_DATASET, root)
+    spec = get_spec(BENCH_DATASET)
+    config = CacheConfig(spec.sample_rate, spec.segment_seconds)  # the dataset's defaults (lung: 4 kHz, 4 s cycles)
     audio_s = sum(r.duration_s for r in source.recordings)
     step = max(int(round(1 / ctx.sizes.naive_decode_fraction)), 1)
     subset = source.recordings[::step]

@@ -17,13 +17,17 @@ from torch.utils.data import DataLoader
 from lungheart_cl.data.datamodule import PretrainDataModule
 
 T = TypeVar("T")
+# What the benchmark measures: a synthetic dataset of this registered kind, `ICBHI_SIZED` in full size.
+BENCH_DATASET = "icbhi"
+# About the size of the real ICBHI database: 126 patients, ~920 recordings, ~5.5 hours.
+ICBHI_SIZED = {"patients": 126, "recordings_per_patient": 920 / 126, "duration_s": 20.0}
 
 
 @dataclass(frozen=True)
 class Sizes:
     """How much each section does; `QUICK` is for the test (seconds, tiny data)."""
 
-    dataset: dict  # options of `synthesize("icbhi", ...)`; empty = `synthesize_icbhi_sized`
+    dataset: dict  # options of `synthesize(BENCH_DATASET, ...)`; empty = `ICBHI_SIZED`
     rounds: int = 3  # each measurement and its baseline run in turn this often; the best round counts
     naive_decode_fraction: float = 0.1  # recordings the librosa baseline decodes
     loader_batch: int = 128
@@ -62,29 +66,26 @@ class Context:
 
     @property
     def dataset_root(self) -> Path:
-        return self.data_dir / ("icbhi-quick" if self.quick else "icbhi-sized-seed0")
+        return self.data_dir / (f"{BENCH_DATASET}-quick" if self.quick else f"{BENCH_DATASET}-sized-seed0")
 
     @property
     def cache_root(self) -> Path:
         return self.data_dir / "cache"
 
     def ensure_dataset(self) -> Path:
-        """Write the synthetic ICBHI once (untimed); later runs reuse it."""
+        """Write the synthetic benchmark dataset once (untimed); later runs reuse it."""
         root = self.dataset_root
         if not root.exists():
-            from lungheart_cl.data.synthetic import synthesize, synthesize_icbhi_sized
+            from lungheart_cl.data.synthetic import synthesize
 
             print(f"generating the benchmark dataset under {root} (once, untimed) ...", flush=True)
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            if self.sizes.dataset:
-                synthesize("icbhi", root, seed=0, **self.sizes.dataset)
-            else:
-                synthesize_icbhi_sized(root, seed=0)
+            synthesize(BENCH_DATASET, root, seed=0, **(self.sizes.dataset or ICBHI_SIZED))
         return root
 
     def datamodule(self, batch_size: int, num_workers: int | None = None) -> PretrainDataModule:
         """The default lung pretraining data (experiments/pretrain_lung_default.yaml) on the bench dataset."""
-        dm = PretrainDataModule(root=str(self.ensure_dataset()), cache_dir=str(self.cache_root),
+        dm = PretrainDataModule(dataset=BENCH_DATASET, root=str(self.ensure_dataset()), cache_dir=str(self.cache_root),
                                 batch_size=batch_size, num_workers=self.sizes.workers if num_workers is None
                                 else num_workers, pair_policy="same_segment", batch_strata=["age_group", "sex"],
                                 strata_per_batch=2)

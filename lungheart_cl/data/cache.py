@@ -1,10 +1,11 @@
 """Decode, resample and cut every recording once into a float16 memmap plus a manifest table.
 
 A cache directory holds ``segments.f16`` (N x L float16, row i = segment i), ``manifest.csv``
-(one row per segment: ids, metadata, labels, where the segment sits in its recording) and
-``cache.json`` (parameters, key, counts, and one list of what was dropped: files the reader skipped
-and recordings that failed to decode). Its name carries a hash of the reader's output, the audio
-files' sizes and mtimes, and the parameters, so a changed input or setting selects a new directory.
+(one row per segment: ids, metadata, the dataset's extra columns, where the segment sits in its
+recording; see `manifest`) and ``cache.json`` (parameters, key, counts, the manifest's column types,
+and one list of what was dropped: files the reader skipped and recordings that failed to decode).
+Its name carries a hash of the reader's output, the audio files' sizes and mtimes, the extra columns
+and the parameters, so a changed input or setting selects a new directory.
 It is built in a hidden folder named after its builder and renamed into place, so an interrupted
 build never leaves a usable-looking half cache; what a killed build leaves is handled in
 `build_folders`. Folders and files get the umask's permissions, so a group can share a cache.
@@ -12,7 +13,6 @@ build never leaves a usable-looking half cache; what a killed build leaves is ha
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import multiprocessing
@@ -28,9 +28,13 @@ from tqdm.auto import tqdm
 
 from lungheart_cl.data.audio import load_audio
 from lungheart_cl.data.build_folders import end_with_parent, new_build_directory, remove_stale_builds
+from lungheart_cl.data.manifest import column_types, manifest_row, read_manifest, write_manifest
 from lungheart_cl.data.records import DataError, Problem, Recording, SourceDataset
+from lungheart_cl.data.spec import Column
 
-CACHE_FORMAT_VERSION = 2  # 2: one "dropped" list in cache.json
+# 2: one "dropped" list in cache.json; 3: per-dataset extra columns and their types in cache.json,
+# the key hashes the records as JSON
+CACHE_FORMAT_VERSION = 3
 Padding = Literal["zero_center", "repeat", "context"]
 Normalization = Literal["none", "recording_std"]
 
@@ -72,13 +76,11 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class SegmentSpec:
-    """Where one segment comes from: a span of its recording and its event labels."""
+    """Where one segment comes from: a span of its recording, and its event (whose extras label it)."""
 
     start_s: float
     end_s: float
     event_index: int = -1  # index into Recording.events; -1 for windows
-    crackle: int = -1  # -1 where the dataset has no such label
-    wheeze: int = -1
 
 
 @dataclass
@@ -114,7 +116,7 @@ class SegmentCache:
             info["dropped"] = reader_drops(source) + [d for d in info["dropped"] if d["stage"] == "decode"]
         segments = np.memmap(directory / "segments.f16", dtype=np.float16, mode="r",
                              shape=(info["num_segments"], info["segment_samples"]))
-        return cls(directory, segments, read_manifest(directory / "manifest.csv"), info, built)
+        return cls(directory, segments, read_manifest(directory / "manifest.csv", info["column_types"]), info, built)
 
 
 def _drop(stage: str, problem: Problem) -> dict[str, str]:
@@ -129,8 +131,7 @@ def reader_drops(source: SourceDataset) -> list[dict[str, str]]:
 def plan_segments(recording: Recording, config: CacheConfig) -> list[SegmentSpec]:
     """The segments a recording yields, from metadata alone (so offsets are known before decoding)."""
     if recording.events:
-        return [SegmentSpec(e.start_s, e.end_s, i, int(e.crackle), int(e.wheeze))
-                for i, e in enumerate(recording.events)]
+        return [SegmentSpec(e.start_s, e.end_s, i) for i, e in enumerate(recording.events)]
     seconds = recording.duration_s
     window, hop = config.segment_seconds, config.hop_seconds or config.segment_seconds
     starts = np.arange(0.0, max(seconds - window, 0.0) + 1e-9, hop)
@@ -201,27 +202,34 @@ def _decode_into(directory: str, shape: tuple[int, int], offset: int, recording:
     return offset, valid
 
 
-def cache_key(source: SourceDataset, config: CacheConfig) -> str:
-    """Hash of everything the cache depends on: parsed metadata, audio file stats, parameters."""
+def _canonical(value) -> bytes:
+    """Plain data as JSON with sorted keys (paths as text): the same records hash the same in any process."""
+    return json.dumps(value, sort_keys=True, default=str).encode()
+
+
+def cache_key(source: SourceDataset, config: CacheConfig, columns: tuple[Column, ...] = ()) -> str:
+    """Hash of everything the cache depends on: parsed metadata, audio file stats, extra columns, parameters."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": CACHE_FORMAT_VERSION, "dataset": source.name,
-                              "config": asdict(config)}, sort_keys=True).encode())
+    digest.update(_canonical({"version": CACHE_FORMAT_VERSION, "dataset": source.name, "config": asdict(config),
+                              "columns": [asdict(column) for column in columns]}))
     for recording in source.recordings:
         stat = recording.audio_path.stat()
-        digest.update(repr((recording, source.patients[recording.patient_id],
-                            stat.st_size, stat.st_mtime_ns)).encode())
+        digest.update(_canonical([asdict(recording), asdict(source.patients[recording.patient_id]),
+                                  stat.st_size, stat.st_mtime_ns]))
     return digest.hexdigest()
 
 
-def cache_directory(cache_root: Path, source: SourceDataset, config: CacheConfig) -> Path:
-    return Path(cache_root) / f"{source.name}-{config.sample_rate}hz-{cache_key(source, config)[:16]}"
+def cache_directory(cache_root: Path, source: SourceDataset, config: CacheConfig,
+                    columns: tuple[Column, ...] = ()) -> Path:
+    return Path(cache_root) / f"{source.name}-{config.sample_rate}hz-{cache_key(source, config, columns)[:16]}"
 
 
-def build_cache(source: SourceDataset, config: CacheConfig, cache_root: Path, *, skip_bad: bool = False,
-                workers: int | None = None, progress: bool = True) -> SegmentCache:
+def build_cache(source: SourceDataset, config: CacheConfig, cache_root: Path, *, columns: tuple[Column, ...] = (),
+                skip_bad: bool = False, workers: int | None = None, progress: bool = True) -> SegmentCache:
     """Return the cache for (source, config), building it if it does not exist yet (`SegmentCache.built`
-    says which). Its `dropped` lists every file the reader skipped and every recording that failed."""
-    target = cache_directory(cache_root, source, config)
+    says which). `columns` are the dataset's extra manifest columns (`DatasetSpec.columns`). Its
+    `dropped` lists every file the reader skipped and every recording that failed."""
+    target = cache_directory(cache_root, source, config, columns)
     if (target / "cache.json").is_file():
         return SegmentCache.open(target, source)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -236,10 +244,11 @@ def build_cache(source: SourceDataset, config: CacheConfig, cache_root: Path, *,
         keep = [i for i, r in enumerate(source.recordings) if r.recording_id not in problems]
         if len(keep) < len(source.recordings):
             shape = _compact(tmp, shape, offsets, keep)
-        rows = _manifest_rows(source, plans, valid, keep)
+        rows = _manifest_rows(source, plans, valid, keep, columns)
         write_manifest(tmp / "manifest.csv", rows)
         info = {"format_version": CACHE_FORMAT_VERSION, "dataset": source.name, "root": str(source.root),
-                "config": asdict(config), "key": cache_key(source, config),
+                "config": asdict(config), "key": cache_key(source, config, columns),
+                "column_types": column_types(columns),
                 "num_segments": shape[0], "segment_samples": shape[1],
                 "num_recordings": len(keep), "notes": list(source.notes),
                 "dropped": reader_drops(source) + [_drop("decode", p) for p in problems.values()]}
@@ -308,57 +317,17 @@ def _compact(tmp: Path, shape: tuple[int, int], offsets: np.ndarray, keep: list[
     return new_shape
 
 
-def _manifest_rows(source: SourceDataset, plans: list[list[SegmentSpec]],
-                   valid: dict[int, list[tuple[int, int]]], keep: list[int]) -> list[dict]:
+def _manifest_rows(source: SourceDataset, plans: list[list[SegmentSpec]], valid: dict[int, list[tuple[int, int]]],
+                   keep: list[int], columns: tuple[Column, ...]) -> list[dict]:
     rows = []
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in plans])]).astype(int)
     for i in keep:
         recording = source.recordings[i]
         patient = source.patients[recording.patient_id]
         for spec, (lo, hi) in zip(plans[i], valid[int(offsets[i])]):
-            rows.append({
-                "recording_id": recording.recording_id, "patient_id": recording.patient_id,
-                "dataset": recording.dataset, "location": recording.location,
-                "acquisition_mode": recording.acquisition_mode, "device": recording.device,
-                "source": recording.source, "age_group": patient.age_group, "sex": patient.sex,
-                "age_years": "" if patient.age_years is None else patient.age_years,
-                "diagnosis": patient.diagnosis or "", "recording_label": recording.label or "",
-                "murmur": patient.murmur or "", "outcome": patient.outcome or "",
-                "official_split": recording.official_split or "",
-                "start_s": round(spec.start_s, 4), "end_s": round(spec.end_s, 4),
-                "event_index": spec.event_index, "crackle": spec.crackle, "wheeze": spec.wheeze,
-                "valid_start": lo, "valid_end": hi,
-            })
+            row = manifest_row(recording, patient, columns, spec.event_index, spec.start_s, spec.end_s)
+            rows.append({**row, "valid_start": lo, "valid_end": hi})
     return rows
-
-
-MANIFEST_INT_COLUMNS = ("event_index", "crackle", "wheeze", "valid_start", "valid_end")
-MANIFEST_FLOAT_COLUMNS = ("start_s", "end_s", "age_years")
-
-
-def write_manifest(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        raise ValueError(f"{path}: no segments to write (every recording was skipped or empty)")
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_manifest(path: Path) -> dict[str, np.ndarray]:
-    """The manifest as columns: ints and floats typed, everything else as str arrays."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    columns: dict[str, np.ndarray] = {}
-    for name in rows[0]:
-        values = [row[name] for row in rows]
-        if name in MANIFEST_INT_COLUMNS:
-            columns[name] = np.asarray(values, dtype=np.int64)
-        elif name in MANIFEST_FLOAT_COLUMNS:
-            columns[name] = np.asarray([float(v) if v != "" else np.nan for v in values], dtype=np.float64)
-        else:
-            columns[name] = np.asarray(values, dtype=str)
-    return columns
 
 
 def _fsync(path: Path) -> None:

@@ -62,7 +62,8 @@ def format_report(data: SoundDataModule, cache: SegmentCache) -> str:
         f"cache {'built' if cache.built else 'found (already built)'}: {cache.directory}",
         f"  key {cache.key}; {len(cache)} segments of {config.segment_samples} samples from "
         f"{cache.info['num_recordings']} recordings",
-        f"  options: dataset {data.dataset}, root {data.data_root}, sample_rate {config.sample_rate}, "
+        f"  options: dataset {data.dataset}, root {data.data_root}, source_options {data.source_options}, "
+        f"sample_rate {config.sample_rate}, "
         f"segment_seconds {config.segment_seconds}, hop_seconds {config.hop_seconds}, padding {config.padding}, "
         f"normalization {config.normalization}",
         f"  dropped: {len(cache.dropped)}" + ("" if cache.dropped else " (none)"),

@@ -4,15 +4,16 @@
 validation loaders for the online monitor (a labelled bank from training patients, and the
 validation patients). `ClassificationDataModule` serves the labelled fraction of the training
 patients, the validation patients and, once, the test patients. Both default to the embedded
-synthetic dataset when no ``root`` is given.
+synthetic dataset when no ``root`` is given. What a dataset is (reader, defaults, tasks, extra
+columns) comes from its `DatasetSpec` in the registry (`lungheart_cl.data.sources`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -26,44 +27,35 @@ from lungheart_cl.data.datasets import PairDataset, SegmentDataset, SegmentStore
 from lungheart_cl.data.pairs import group_codes, make_pair_policy
 from lungheart_cl.data.records import SourceDataset
 from lungheart_cl.data.sampler import StratifiedPairSampler
-from lungheart_cl.data.sources import DATASETS, read_source
+from lungheart_cl.data.sources import Source, dataset_names, get_spec
 from lungheart_cl.data.splits import (DatasetSplit, LabelFractionError, SplitConfig, label_budget_patients,
                                       label_fraction_patients, label_tag, split_dataset)
-from lungheart_cl.data.tasks import DEFAULT_TASK, Task, get_task
+from lungheart_cl.data.tasks import Task
+from lungheart_cl.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DatasetDefaults:
-    sample_rate: int
-    segment_seconds: float
-    split: str
-
-
-DEFAULTS = {
-    "icbhi": DatasetDefaults(4000, 4.0, "random"),
-    "physionet2016": DatasetDefaults(2000, 4.0, "random"),
-    "circor2022": DatasetDefaults(2000, 4.0, "random"),
-}
 
 
 class SoundDataModule(L.LightningDataModule):
     """Shared data plumbing: source -> cache -> patient split -> label fraction.
 
     Args:
-        dataset: "icbhi" (lung), "physionet2016" or "circor2022" (heart).
+        dataset: a registered dataset ("icbhi" (lung), "physionet2016", "circor2022" (heart), ...; see
+            `lungheart_cl.data.sources.dataset_names`), or the import path of a user's module defining SPEC.
         root: the dataset in its official layout; None = the embedded synthetic default, written
             under ``cache_dir/synthetic`` on first use.
+        source_options: the dataset reader's own options (its keyword-only parameters), e.g. a folder's
+            ``{metadata: labels.csv}``; None = none.
         cache_dir: where caches (and the synthetic default) live.
         synthetic_patients / synthetic_seed: size and seed of the synthetic default.
         sample_rate / segment_seconds: None = the dataset's default (lung 4 kHz, heart 2 kHz; 4 s).
-        padding: how ICBHI cycles are fitted to the segment: zero_center | repeat | context.
-        hop_seconds: window hop for heart recordings (None = no overlap).
+        padding: how annotated events (ICBHI cycles) are fitted to the segment: zero_center | repeat | context.
+        hop_seconds: window hop for event-less recordings (heart sounds; None = the dataset's default, no overlap).
         normalization: per-recording standardisation (recording_std) or none.
         skip_bad: skip unreadable files instead of failing; each is named in the log, in `summary()` and
             so in every results JSON.
-        task: diagnosis task (None = the dataset's default, e.g. healthy_vs_disease for ICBHI).
+        task: diagnosis task (None = the dataset's default, e.g. healthy_vs_disease for ICBHI; a dataset
+            without labels has none: pretraining then runs without its validation monitor).
         split: random | official | official_patient_disjoint (ICBHI).
         val_fraction / test_fraction / split_seed: patient-level split parameters.
         label_fraction / label_seed: nested patient-level subset of training labels.
@@ -73,7 +65,8 @@ class SoundDataModule(L.LightningDataModule):
         batch_size / num_workers: DataLoader settings (batch size per rank).
     """
 
-    def __init__(self, dataset: str = "icbhi", root: str | None = None, cache_dir: str = "cache",
+    def __init__(self, dataset: str = "icbhi", root: str | None = None, source_options: dict[str, Any] | None = None,
+                 cache_dir: str = "cache",
                  synthetic_patients: int = 120, synthetic_seed: int = 0, sample_rate: int | None = None,
                  segment_seconds: float | None = None, padding: str = "zero_center",
                  hop_seconds: float | None = None, normalization: str = "recording_std", skip_bad: bool = False,
@@ -81,17 +74,22 @@ class SoundDataModule(L.LightningDataModule):
                  test_fraction: float = 0.2, split_seed: int = 0, label_fraction: float = 1.0, label_seed: int = 0,
                  labelled_patients: int | None = None, batch_size: int = 64, num_workers: int = 2):
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+        self.spec = spec = get_spec(dataset)
         self.save_hyperparameters()
-        defaults = DEFAULTS[dataset]
         self.dataset = dataset
         self.root = root
         self.cache_dir = Path(cache_dir)
-        self.cache_config = CacheConfig(sample_rate or defaults.sample_rate, segment_seconds or defaults.segment_seconds,
-                                        padding, hop_seconds, normalization)  # type: ignore[arg-type]
-        self.split_config = SplitConfig(split or defaults.split, val_fraction, test_fraction, split_seed)  # type: ignore[arg-type]
-        self.task: Task = get_task(task or DEFAULT_TASK[dataset])
+        if root is None and spec.synthesize is None:
+            raise ConfigError(f"dataset {dataset} has no embedded synthetic default; set data.root (datasets with "
+                              f"one: {', '.join(n for n in dataset_names() if get_spec(n).synthesize)})")
+        self.source_options = spec.check_options(source_options or {})
+        self.cache_config = CacheConfig(sample_rate or spec.sample_rate, segment_seconds or spec.segment_seconds,
+                                        padding, hop_seconds if hop_seconds is not None else spec.hop_seconds,
+                                        normalization)  # type: ignore[arg-type]
+        self.split_config = SplitConfig(split or spec.split, val_fraction, test_fraction, split_seed)  # type: ignore[arg-type]
+        # a source's own tasks (a folder's label values, from its metadata) are known now, when the CLI links
+        # data.num_classes to the model; the embedded default's are the dataset's
+        self.task: Task | None = spec.task(task, Path(root) if root is not None else None, self.source_options)
         if labelled_patients is not None and label_fraction < 1:
             raise ValueError(f"data.labelled_patients ({labelled_patients}) and data.label_fraction ({label_fraction}) "
                              f"both choose the labelled patients; set one: a budget with label_fraction 1.0, or a "
@@ -107,7 +105,7 @@ class SoundDataModule(L.LightningDataModule):
         self.start_epoch = 0  # the epoch a resumed fit continues at (see `state_dict`)
         # log the resolved defaults, not None, so runs compare cleanly and match the model's linked values
         self.hparams.update(sample_rate=self.cache_config.sample_rate, segment_seconds=self.cache_config.segment_seconds,
-                            task=self.task.name, split=self.split_config.strategy)
+                            task=self.task_name, split=self.split_config.strategy)
         self._hparams_initial = copy.deepcopy(self.hparams)  # what Lightning logs and cross-checks
 
     @property
@@ -116,11 +114,17 @@ class SoundDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return self.task.num_classes
+        """Classes of the task; 0 for a dataset without labels."""
+        return self.task.num_classes if self.task is not None else 0
 
     @property
-    def task_name(self) -> str:
-        return self.task.name
+    def task_name(self) -> str | None:
+        return self.task.name if self.task is not None else None
+
+    @property
+    def has_monitor(self) -> bool:
+        """Whether validation can score the model (pretraining's kNN / probe monitor): the data has labels."""
+        return self.task is not None
 
     @property
     def data_root(self) -> Path:
@@ -131,6 +135,10 @@ class SoundDataModule(L.LightningDataModule):
         name = f"{self.dataset}-v{GENERATOR_VERSION}-{self.synthetic_patients}p-seed{self.synthetic_seed}"
         return self.cache_dir / "synthetic" / name
 
+    def source(self) -> Source:
+        """The dataset, root and options this data module reads."""
+        return Source(self.dataset, self.data_root, self.source_options)
+
     def _source(self) -> SourceDataset:
         root = self.data_root
         if self.root is None and not root.exists():
@@ -138,11 +146,12 @@ class SoundDataModule(L.LightningDataModule):
 
             log.info("writing the embedded synthetic %s dataset to %s", self.dataset, root)
             synthesize(self.dataset, root, patients=self.synthetic_patients, seed=self.synthetic_seed)
-        return read_source(self.dataset, root, skip_bad=self.skip_bad)
+        return self.source().read(skip_bad=self.skip_bad)
 
     def prepare_cache(self, source: SourceDataset | None = None) -> SegmentCache:
         """The cache these options select, built if missing (what `lungheart-cl data cache` builds ahead)."""
-        cache = build_cache(source or self._source(), self.cache_config, self.cache_dir, skip_bad=self.skip_bad)
+        cache = build_cache(source or self._source(), self.cache_config, self.cache_dir, columns=self.spec.columns,
+                            skip_bad=self.skip_bad)
         self.cache_built = self.cache_built or cache.built
         return cache
 
@@ -157,12 +166,17 @@ class SoundDataModule(L.LightningDataModule):
         self.cache = self.prepare_cache(source)
         manifest = self.cache.manifest
         self.manifest = manifest
-        self.labels = self.task.labels(manifest)
+        unlabelled = self.task is None
+        self.labels = np.full(len(self.cache), -1, dtype=np.int64) if unlabelled else self.task.labels(manifest)
         self.codes = metadata_codes(manifest)
         self.store = SegmentStore(self.cache.directory / "segments.f16", self.cache.segments.shape)
-        strata = self.task.patient_strata(manifest)
+        strata = {} if unlabelled else self.task.patient_strata(manifest)
         self.split: DatasetSplit = split_dataset(manifest, strata, self.split_config)
         train_patients = self.split.patients(manifest, "train")
+        if unlabelled:  # nothing to label: no label fraction, no classes to check
+            self.labelled_patients, self.labelled_rows = [], np.array([], dtype=np.int64)
+            self._report_data([*source.notes, *self.split.notes])
+            return
         if self.label_budget is not None:
             self.labelled_patients = label_budget_patients(train_patients, strata, self.label_budget, self.label_seed)
         else:
@@ -184,6 +198,8 @@ class SoundDataModule(L.LightningDataModule):
         in the run's loggers (the results JSONs carry the same through `summary()`)."""
         cache = self.cache
         log.info("%s: cache %s: %s (%d segments)", self.dataset, self.cache_status, cache.directory, len(cache))
+        if self.task is None:
+            log.info("%s: no labels (the dataset defines no task for this source)", self.dataset)
         for note in notes:
             log.info("%s: %s", self.dataset, note)
         if cache.dropped:
@@ -275,7 +291,7 @@ class SoundDataModule(L.LightningDataModule):
         """What a run stands on (embedded in every results JSON): the cache and whether it was built or
         hit, every file dropped and why, and the counts of patients and segments per split."""
         manifest = self.manifest
-        out = {"dataset": self.dataset, "task": self.task.name, "cache": str(self.cache.directory),
+        out = {"dataset": self.dataset, "task": self.task_name, "cache": str(self.cache.directory),
                "cache_key": self.cache.key, "cache_status": self.cache_status,
                "dropped_count": len(self.cache.dropped), "dropped": self.cache.dropped,
                **self._labelled_counts()}
@@ -292,14 +308,14 @@ class SoundDataModule(L.LightningDataModule):
         rows, labels = self.labelled_rows, self.labels[self.labelled_rows]
 
         def per_class(column: str) -> list[int]:
-            return [len(set(self.manifest[column][rows[labels == c]].tolist())) for c in range(self.task.num_classes)]
+            return [len(set(self.manifest[column][rows[labels == c]].tolist())) for c in range(self.num_classes)]
 
         return {"label_fraction": self.label_fraction, "label_budget": self.label_budget,
                 "labelled_patients": len(self.labelled_patients),
                 "labelled_recordings": len(set(self.manifest["recording_id"][rows].tolist())),
                 "labelled_segments": int(len(rows)), "labelled_patients_per_class": per_class("patient_id"),
                 "labelled_recordings_per_class": per_class("recording_id"),
-                "labelled_segments_per_class": np.bincount(labels, minlength=self.task.num_classes).tolist()}
+                "labelled_segments_per_class": np.bincount(labels, minlength=self.num_classes).tolist()}
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -362,7 +378,10 @@ class PretrainDataModule(SoundDataModule):
         return rows
 
     def val_dataloader(self) -> list[DataLoader]:
-        """[labelled bank from training patients, validation patients] for the kNN / probe monitor."""
+        """[labelled bank from training patients, validation patients] for the kNN / probe monitor;
+        none for data without labels (pretraining then keeps its last encoder)."""
+        if not self.has_monitor:
+            return []
         return [self.eval_loader(self.monitor_bank_rows()), self.eval_loader(self.rows("val"))]
 
 
@@ -376,6 +395,9 @@ class ClassificationDataModule(SoundDataModule):
 
     def __init__(self, *args, balanced_sampling: bool = False, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.task is None:
+            raise ConfigError(f"dataset {self.dataset} at {self.data_root} has no labels, so there is nothing to "
+                              f"classify; give it labels (see its source options) or use it for pretraining")
         self.balanced_sampling = balanced_sampling
         self.seed = seed
 

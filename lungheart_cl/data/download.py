@@ -1,8 +1,8 @@
-"""Official-archive downloader for ICBHI 2017, PhysioNet/CinC 2016 and CirCor 2022.
+"""Official-archive downloader: the fetcher, verifier and safe unpacker of any dataset's archives.
 
-`SOURCES` is the catalogue (plain data: URLs, the layout the readers need, checksum source, licence).
-`download_dataset` fetches every file into ``ROOT/.downloads/`` (resumable ``NAME.part`` files, renamed
-only once complete and verified). A file with a published or pinned SHA256 must match it; one without
+Each dataset declares its catalogue entry in its own module (`DatasetSpec.download`, a `DatasetSource`:
+URLs, the layout the readers need, checksum source, licence). `download_dataset` fetches every file
+into ``ROOT/.downloads/`` (resumable ``NAME.part`` files, renamed only once complete and verified). A file with a published or pinned SHA256 must match it; one without
 (ICBHI publishes none, nor does PhysioNet for its SHA256SUMS.txt) has its SHA256 and size printed and
 recorded in ``ROOT/download-record.json`` at the first download, and a later download that differs is
 refused unless forced. Every archive is checked from its index before anything is written: no entry
@@ -164,81 +164,6 @@ class DatasetSource:
             raise ValueError(f"{self.name}: {', '.join(listed)} refer to a checksum list, but none is set")
 
 
-_ICBHI_FILES = "https://bhichallenge.med.auth.gr/sites/default/files/ICBHI_final_database"
-_PN2016 = "https://physionet.org/files/challenge-2016/1.0.0"
-_CIRCOR = "https://physionet.org/files/circor-heart-sound/1.0.3"
-_CIRCOR_TOP = "the-circor-digiscope-phonocardiogram-dataset-1.0.3"
-_ICBHI_TEXTS = (
-    "ICBHI_Challenge_demographic_information.txt",
-    "ICBHI_Challenge_diagnosis.txt",
-    "ICBHI_challenge_train_test.txt",
-)
-
-SOURCES: Mapping[str, DatasetSource] = MappingProxyType(
-    {
-        # ICBHI publishes no checksums. Its server has served an incomplete TLS chain at times; we keep
-        # certificate checks on, and a failure there ends in the manual instructions.
-        "icbhi": DatasetSource(
-            name="icbhi",
-            title="ICBHI 2017 Respiratory Sound Database",
-            homepage="https://bhichallenge.med.auth.gr/ICBHI_2017_Challenge",
-            files=(
-                RemoteFile("ICBHI_final_database.zip", f"{_ICBHI_FILES}/ICBHI_final_database.zip"),
-                *(RemoteFile(name, f"{_ICBHI_FILES}/{name}") for name in _ICBHI_TEXTS),
-            ),
-            layout=("ICBHI_final_database", *_ICBHI_TEXTS),
-            license="Freely available for research (ICBHI challenge site; no licence file is published)",
-            citation=(
-                "Rocha BM, Filos D, Mendes L, et al. An open access database for the evaluation of "
-                "respiratory sound classification algorithms. Physiol Meas. 2019;40(3):035001. "
-                "doi:10.1088/1361-6579/ab03ea"
-            ),
-        ),
-        # training.zip (~170 MB, training-a..f) is a file of the project, so SHA256SUMS.txt lists it.
-        # Neither PhysioNet list is pinned here (its digest was not available offline): each is recorded
-        # at its first download, and the CirCor one is cross-checked against the archive's own copy.
-        "physionet2016": DatasetSource(
-            name="physionet2016",
-            title="PhysioNet/CinC Challenge 2016: Classification of Heart Sound Recordings (1.0.0)",
-            homepage="https://physionet.org/content/challenge-2016/1.0.0/",
-            files=(RemoteFile("training.zip", f"{_PN2016}/training.zip", sums_path="training.zip"),),
-            layout=tuple(f"training-{letter}/REFERENCE.csv" for letter in "abcdef"),
-            # Licence as shown on the PhysioNet project page (not re-checked offline).
-            license="Open Data Commons Attribution License v1.0",
-            citation=(
-                "Liu C, Springer D, Li Q, et al. An open access database for the evaluation of heart "
-                "sound algorithms. Physiol Meas. 2016;37(12):2181-2213. doi:10.1088/0967-3334/37/12/2181; "
-                "and the standard PhysioNet citation (Goldberger et al., Circulation 2000;101(23):e215-e220)"
-            ),
-            sha256sums=RemoteFile("physionet2016-SHA256SUMS.txt", f"{_PN2016}/SHA256SUMS.txt"),
-        ),
-        # The whole-project zip is not in SHA256SUMS.txt, so the files inside it are checked instead.
-        "circor2022": DatasetSource(
-            name="circor2022",
-            title="The CirCor DigiScope Phonocardiogram Dataset (1.0.3)",
-            homepage="https://physionet.org/content/circor-heart-sound/1.0.3/",
-            files=(
-                RemoteFile(
-                    f"{_CIRCOR_TOP}.zip",
-                    f"https://physionet.org/static/published-projects/circor-heart-sound/{_CIRCOR_TOP}.zip",
-                    sums_root=_CIRCOR_TOP,
-                ),
-            ),
-            layout=("training_data", "training_data.csv"),
-            # Licence as shown on the PhysioNet project page (not re-checked offline).
-            license="Open Data Commons Attribution License v1.0",
-            citation=(
-                "Oliveira J, Renna F, Costa P, et al. The CirCor DigiScope Phonocardiogram Dataset "
-                "(version 1.0.3). PhysioNet, 2022. doi:10.13026/tshs-mw03; and Oliveira J, et al. The "
-                "CirCor DigiScope Dataset: From Murmur Detection to Murmur Classification. IEEE J Biomed "
-                "Health Inform. 2022;26(6):2524-2535. doi:10.1109/JBHI.2021.3137048"
-            ),
-            sha256sums=RemoteFile("circor2022-SHA256SUMS.txt", f"{_CIRCOR}/SHA256SUMS.txt"),
-        ),
-    }
-)
-
-
 @dataclass(frozen=True)
 class _Job:
     """One `download_dataset` call's settings, passed to the helpers instead of five arguments."""
@@ -258,13 +183,23 @@ class _Job:
         return self.root / RECORD_NAME
 
 
+def downloadable() -> tuple[str, ...]:
+    """The registered datasets that declare a download entry."""
+    from lungheart_cl.data.sources import dataset_names, get_spec
+
+    return tuple(name for name in dataset_names() if get_spec(name).download is not None)
+
+
 def dataset_source(dataset: str | DatasetSource) -> DatasetSource:
-    """The registry entry of a dataset name (a `DatasetSource` is returned as is)."""
+    """The download entry of a registered dataset (a `DatasetSource` is returned as is)."""
     if isinstance(dataset, DatasetSource):
         return dataset
-    if dataset not in SOURCES:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {tuple(SOURCES)}")
-    return SOURCES[dataset]
+    from lungheart_cl.data.sources import get_spec
+
+    source = get_spec(dataset).download
+    if source is None:
+        raise ValueError(f"dataset {dataset!r} has no download entry; downloadable: {', '.join(downloadable())}")
+    return source
 
 
 def with_base_url(source: DatasetSource, base_url: str) -> DatasetSource:

@@ -53,8 +53,8 @@ def check_length(recording: Recording, config: CacheConfig) -> None:
         for number, event in enumerate(recording.events, start=1):
             if event.end_s - event.start_s < MIN_CYCLE_SECONDS:
                 raise DataError(recording.audio_path,
-                                f"cycle {number} of {recording.audio_path.with_suffix('.txt').name} "
-                                f"({event.start_s:g}-{event.end_s:g} s) is shorter than {MIN_CYCLE_SECONDS:g} s")
+                                f"annotated cycle {number} ({event.start_s:g}-{event.end_s:g} s) is shorter than "
+                                f"{MIN_CYCLE_SECONDS:g} s")
         return
     window = int(round(config.segment_seconds * recording.sample_rate))
     if recording.num_frames < window:

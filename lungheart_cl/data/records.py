@@ -1,7 +1,11 @@
 """The one schema every dataset reader produces: patients, recordings, annotated events, problems.
 
 Readers turn an official layout into a `SourceDataset`; everything downstream (cache, splits,
-pair policies, tasks) reads only these classes, never the official files.
+pair policies, tasks) reads only these classes, never the official files. The fields are the ones
+generic code uses (patient, recording, location, device, source, age group, sex, times); what only
+one dataset knows (a diagnosis, a murmur, crackle flags) sits in the ``extra`` mapping of a patient,
+recording or event, and reaches the manifest through the columns its `DatasetSpec` declares.
+Extra values are plain data (str, int, float, bool, None, Path), so the cache key hashes them as JSON.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 from lungheart_cl.errors import UserError
 
@@ -82,21 +87,19 @@ def normalize_sex(value: str | None) -> str:
     raise ValueError(f"unknown sex value {value!r}")
 
 
+Extra = Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class Patient:
-    """Who was recorded. Fields a dataset does not provide stay None / 'unknown'."""
+    """Who was recorded. Fields a dataset does not provide stay None / 'unknown'; ``extra`` holds the
+    dataset's own (ICBHI: diagnosis, bmi, ...; CirCor: murmur, outcome, height_cm, ...)."""
 
     patient_id: str
     age_years: float | None = None
     age_group: str = UNKNOWN
     sex: str = UNKNOWN
-    bmi: float | None = None
-    weight_kg: float | None = None
-    height_cm: float | None = None
-    diagnosis: str | None = None  # ICBHI: "Healthy", "COPD", "URTI", ...
-    murmur: str | None = None  # CirCor: "present" | "absent" | "unknown"
-    outcome: str | None = None  # CirCor releases with an Outcome field: "normal" | "abnormal"
-    pregnant: bool | None = None
+    extra: Extra = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.age_group not in AGE_GROUPS:
@@ -107,12 +110,12 @@ class Patient:
 
 @dataclass(frozen=True)
 class Event:
-    """An annotated span of a recording: an ICBHI respiratory cycle with its crackle/wheeze flags."""
+    """An annotated span of a recording (an ICBHI respiratory cycle); ``extra`` holds its own labels
+    (ICBHI: crackle, wheeze). A recording with events is cut into one segment per event."""
 
     start_s: float
     end_s: float
-    crackle: bool = False
-    wheeze: bool = False
+    extra: Extra = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -123,7 +126,7 @@ class Event:
 class Recording:
     """One audio file and everything known about it."""
 
-    dataset: str  # "icbhi" | "physionet2016" | "circor2022"
+    dataset: str  # the registered dataset name, e.g. "icbhi"
     recording_id: str  # unique within the dataset, e.g. "101_1b1_Al_sc_Meditron", "a0001", "50782_AV_1"
     patient_id: str
     audio_path: Path
@@ -131,13 +134,11 @@ class Recording:
     num_frames: int
     num_channels: int = 1
     location: str = UNKNOWN  # ICBHI: Tc Al Ar Pl Pr Ll Lr; CirCor: AV PV TV MV Phc
-    acquisition_mode: str = UNKNOWN  # ICBHI: "sc" single channel, "mc" multichannel
     device: str = UNKNOWN  # stethoscope model, or the source database where that is all that is known
     source: str = UNKNOWN  # sub-database: PhysioNet "training-a", CirCor campaign, ICBHI "ICBHI_final_database"
-    label: str | None = None  # recording-level label: PhysioNet "normal" | "abnormal"
-    events: tuple[Event, ...] = ()  # ICBHI respiratory cycles (empty for heart sounds)
-    official_split: str | None = None  # ICBHI official challenge split: "train" | "test"
-    segmentation_path: Path | None = None  # CirCor heart-cycle segmentation (.tsv), when present
+    events: tuple[Event, ...] = ()  # annotated spans (ICBHI respiratory cycles); empty: cut into windows
+    official_split: str | None = None  # a dataset's own train/test split, where it publishes one
+    extra: Extra = field(default_factory=dict)  # e.g. PhysioNet label, ICBHI acquisition mode
 
     @property
     def duration_s(self) -> float:

@@ -1,7 +1,9 @@
-"""Diagnosis tasks: how a manifest row becomes a class label, and at which level it is scored.
+"""Diagnosis tasks: how a manifest row becomes a class label, at which level it is scored, and how.
 
-A label of -1 means "not usable for this task" (e.g. CirCor murmur 'unknown' in the binary task,
-a patient without a diagnosis); such segments are left out of classification, never guessed.
+A dataset declares its tasks in its `DatasetSpec`; a task travels with its metric function, so
+generic code scores any task without knowing its name. A label of -1 means "not usable for this
+task" (e.g. CirCor murmur 'unknown' in the binary task, a patient without a diagnosis); such
+segments are left out of classification, never guessed.
 """
 
 from __future__ import annotations
@@ -11,19 +13,30 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from lungheart_cl.metrics import MetricFn, default_metrics
+
 Manifest = dict[str, np.ndarray]
 Level = Literal["segment", "recording", "patient"]
+LEVELS = ("segment", "recording", "patient")
 
 
 @dataclass(frozen=True)
 class Task:
-    """A classification target. ``level`` is where predictions are aggregated for scoring."""
+    """A classification target. ``level`` is where predictions are aggregated for scoring; ``metric``
+    scores (probabilities, labels) at that level (None: `default_metrics`, by the class count)."""
 
     name: str
     classes: tuple[str, ...]
     level: Level
     labeler: Callable[[Manifest], np.ndarray]
     description: str
+    metric: MetricFn | None = None
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"task {self.name}: level {self.level!r} is not one of {LEVELS}")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"task {self.name}: needs at least two distinct classes, got {self.classes}")
 
     @property
     def num_classes(self) -> int:
@@ -32,6 +45,10 @@ class Task:
     @property
     def is_binary(self) -> bool:
         return self.num_classes == 2
+
+    def score(self, probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """The task's metrics of (n, num_classes) probabilities against their labels."""
+        return (self.metric or default_metrics)(probs, labels)
 
     def labels(self, manifest: Manifest) -> np.ndarray:
         labels = self.labeler(manifest).astype(np.int64)
@@ -59,56 +76,12 @@ class Task:
         return strata
 
 
-def _lookup(values: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
+def lookup(values: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
+    """Class index of each (stripped, lower-cased) value; -1 for a value the mapping lacks (or empty)."""
     return np.asarray([mapping.get(str(v).strip().lower(), -1) for v in values], dtype=np.int64)
 
 
-def _healthy_vs_disease(m: Manifest) -> np.ndarray:
-    diagnosis = np.char.lower(np.char.strip(m["diagnosis"].astype(str)))
-    return np.where(diagnosis == "", -1, np.where(diagnosis == "healthy", 0, 1))
-
-
-def _icbhi_4class(m: Manifest) -> np.ndarray:
-    crackle, wheeze = m["crackle"], m["wheeze"]
-    labels = crackle + 2 * wheeze  # normal 0, crackle 1, wheeze 2, both 3
-    return np.where((crackle < 0) | (wheeze < 0), -1, labels)
-
-
-def _normal_vs_abnormal(m: Manifest) -> np.ndarray:
-    # PhysioNet 2016 labels recordings; CirCor releases with an Outcome label patients
-    label = np.where(m["recording_label"] != "", m["recording_label"], m["outcome"])
-    return _lookup(label, {"normal": 0, "abnormal": 1})
-
-
-TASKS: dict[str, Task] = {
-    "healthy_vs_disease": Task(
-        "healthy_vs_disease", ("healthy", "disease"), "segment", _healthy_vs_disease,
-        "ICBHI: patient diagnosis Healthy vs any disease, scored per respiratory cycle (the study's task)"),
-    "icbhi_4class": Task(
-        "icbhi_4class", ("normal", "crackle", "wheeze", "both"), "segment", _icbhi_4class,
-        "ICBHI 2017 challenge: cycle-level normal / crackle / wheeze / both"),
-    "crackle": Task(
-        "crackle", ("no_crackle", "crackle"), "segment", lambda m: m["crackle"],
-        "ICBHI: crackles present in the cycle"),
-    "wheeze": Task(
-        "wheeze", ("no_wheeze", "wheeze"), "segment", lambda m: m["wheeze"],
-        "ICBHI: wheezes present in the cycle"),
-    "normal_vs_abnormal": Task(
-        "normal_vs_abnormal", ("normal", "abnormal"), "recording", _normal_vs_abnormal,
-        "PhysioNet 2016: normal vs abnormal heart sound, window scores averaged per recording"),
-    "murmur": Task(
-        "murmur", ("absent", "present"), "patient", lambda m: _lookup(m["murmur"], {"absent": 0, "present": 1}),
-        "CirCor 2022: murmur present vs absent per patient ('unknown' patients left out)"),
-    "murmur_3class": Task(
-        "murmur_3class", ("absent", "present", "unknown"), "patient",
-        lambda m: _lookup(m["murmur"], {"absent": 0, "present": 1, "unknown": 2}),
-        "CirCor 2022: murmur present / unknown / absent per patient (challenge weighted accuracy)"),
-}
-
-DEFAULT_TASK = {"icbhi": "healthy_vs_disease", "physionet2016": "normal_vs_abnormal", "circor2022": "murmur"}
-
-
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
-    return TASKS[name]
+def column_labeler(column: str, classes: tuple[str, ...]) -> Callable[[Manifest], np.ndarray]:
+    """A labeler reading one manifest column whose values are class names (case-insensitive)."""
+    mapping = {name.lower(): index for index, name in enumerate(classes)}
+    return lambda manifest: lookup(manifest[column], mapping)

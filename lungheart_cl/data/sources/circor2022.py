@@ -13,6 +13,10 @@ files) and CRLF line endings in some ``.tsv`` files.
 Patient header: first line ``{id} {n_recordings} {sample_rate}``, then one line per recording
 ``LOC {hea} {wav} [{tsv}]`` (a location recorded twice has ``_1``/``_2`` file suffixes), then
 ``#Key: value`` lines (``#Age``, ``#Sex``, ``#Murmur``, ``#Campaign``, ...).
+
+Extras: patients carry ``murmur`` ("present" | "absent" | "unknown"), ``outcome`` (later releases:
+"normal" | "abnormal"), ``height_cm``, ``weight_kg``, ``pregnant``; recordings ``segmentation_path``
+(the ``.tsv``, where there is one).
 """
 
 from __future__ import annotations
@@ -24,9 +28,16 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from lungheart_cl.data.download import DatasetSource, RemoteFile
 from lungheart_cl.data.records import (UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset, normalize_sex,
                                       skip_or_raise)
 from lungheart_cl.data.sources.wfdb_header import probe_against_header, read_wfdb_header
+from lungheart_cl.data.spec import Column, DatasetSpec
+from lungheart_cl.data.synthetic.circor2022 import write_circor2022
+from lungheart_cl.data.tasks import Task, column_labeler
+from lungheart_cl.metrics import auroc
 
 DATASET = "circor2022"
 DATA_DIR = "training_data"
@@ -195,11 +206,13 @@ def _patient(header: _PatientHeader) -> Patient:
         patient_id=header.patient_id,
         age_group=AGE_GROUPS[age],
         sex=sex,
-        height_cm=_optional_float(header, "Height"),
-        weight_kg=_optional_float(header, "Weight"),
-        murmur=murmur.lower(),
-        outcome=outcome.lower() if outcome else None,
-        pregnant=PREGNANCY[pregnancy] if pregnancy is not None else None,
+        extra={
+            "murmur": murmur.lower(),
+            "outcome": outcome.lower() if outcome else None,
+            "height_cm": _optional_float(header, "Height"),
+            "weight_kg": _optional_float(header, "Weight"),
+            "pregnant": PREGNANCY[pregnancy] if pregnancy is not None else None,
+        },
     )
 
 
@@ -289,7 +302,7 @@ def _read_recording(directory: Path, header: _PatientHeader, line: _RecordingLin
         location=line.location,
         device=DEVICE,
         source=header.value("Campaign") or UNKNOWN,
-        segmentation_path=segmentation,
+        extra={"segmentation_path": segmentation},
     )
 
 
@@ -471,3 +484,67 @@ def read_circor2022(root: Path, *, skip_bad: bool = False) -> SourceDataset:
     notes.extend(f"{name}: belongs to no patient of {roster.name}; ignored"
                  for name in _orphan_files(directory, known, roster))
     return SourceDataset(DATASET, root, recordings, patients, problems, notes)
+
+
+# --- tasks and the registry entry ----------------------------------------------------------------------
+
+
+def murmur_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """CirCor 2022 weighted accuracy (classes absent 0, present 1, unknown 2):
+    (5 TP_present + 3 TP_unknown + TP_absent) / (5 N_present + 3 N_unknown + N_absent)."""
+    predicted = probs.argmax(1)
+    weights = np.asarray([1.0, 5.0, 3.0])[labels]
+    correct = (predicted == labels).astype(float)
+    return {"auroc": auroc(probs, labels), "accuracy": float(correct.mean()),
+            "weighted_accuracy": float((weights * correct).sum() / weights.sum())}
+
+
+_CIRCOR = "https://physionet.org/files/circor-heart-sound/1.0.3"
+_CIRCOR_TOP = "the-circor-digiscope-phonocardiogram-dataset-1.0.3"
+MURMUR = ("absent", "present")
+MURMUR_3CLASS = ("absent", "present", "unknown")
+NORMAL_VS_ABNORMAL = ("normal", "abnormal")
+
+SPEC = DatasetSpec(
+    name=DATASET,
+    description="CirCor DigiScope 2022 heart sounds (several chest locations per patient, murmur labels)",
+    read=read_circor2022,
+    sample_rate=2000,
+    segment_seconds=4.0,
+    tasks=(
+        Task("murmur", MURMUR, "patient", column_labeler("murmur", MURMUR),
+             "CirCor 2022: murmur present vs absent per patient ('unknown' patients left out)"),
+        Task("murmur_3class", MURMUR_3CLASS, "patient", column_labeler("murmur", MURMUR_3CLASS),
+             "CirCor 2022: murmur present / unknown / absent per patient (challenge weighted accuracy)",
+             metric=murmur_metrics),
+        Task("normal_vs_abnormal", NORMAL_VS_ABNORMAL, "recording", column_labeler("outcome", NORMAL_VS_ABNORMAL),
+             "CirCor 2022 releases with an Outcome: normal vs abnormal, window scores averaged per recording"),
+    ),
+    default_task="murmur",
+    columns=(Column("murmur", "patient"), Column("outcome", "patient")),
+    # The whole-project zip is not in SHA256SUMS.txt, so the files inside it are checked instead; the
+    # list is recorded at its first download and cross-checked against the archive's own copy.
+    download=DatasetSource(
+        name=DATASET,
+        title="The CirCor DigiScope Phonocardiogram Dataset (1.0.3)",
+        homepage="https://physionet.org/content/circor-heart-sound/1.0.3/",
+        files=(
+            RemoteFile(
+                f"{_CIRCOR_TOP}.zip",
+                f"https://physionet.org/static/published-projects/circor-heart-sound/{_CIRCOR_TOP}.zip",
+                sums_root=_CIRCOR_TOP,
+            ),
+        ),
+        layout=("training_data", "training_data.csv"),
+        # Licence as shown on the PhysioNet project page (not re-checked offline).
+        license="Open Data Commons Attribution License v1.0",
+        citation=(
+            "Oliveira J, Renna F, Costa P, et al. The CirCor DigiScope Phonocardiogram Dataset "
+            "(version 1.0.3). PhysioNet, 2022. doi:10.13026/tshs-mw03; and Oliveira J, et al. The "
+            "CirCor DigiScope Dataset: From Murmur Detection to Murmur Classification. IEEE J Biomed "
+            "Health Inform. 2022;26(6):2524-2535. doi:10.1109/JBHI.2021.3137048"
+        ),
+        sha256sums=RemoteFile("circor2022-SHA256SUMS.txt", f"{_CIRCOR}/SHA256SUMS.txt"),
+    ),
+    synthesize=write_circor2022,
+)

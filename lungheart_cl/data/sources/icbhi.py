@@ -16,6 +16,9 @@ down, the metadata files in it or in any folder above it, up to ``root``)::
 
 Only a ``.wav`` with its ``.txt`` beside it is a recording; annotation-only folders (the official
 ``annotations/``) are read with `read_cycles`, not by `read_icbhi`.
+
+Extras: patients carry ``diagnosis``, ``bmi``, ``weight_kg``, ``height_cm``; recordings
+``acquisition_mode``; cycles ``crackle`` and ``wheeze``. `SPEC` declares the dataset for the registry.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lungheart_cl.data.audio import probe_audio
+from lungheart_cl.data.download import DatasetSource, RemoteFile
 from lungheart_cl.data.records import (
     DataError,
     Event,
@@ -37,6 +43,10 @@ from lungheart_cl.data.records import (
     normalize_sex,
     skip_or_raise,
 )
+from lungheart_cl.data.spec import Column, DatasetSpec
+from lungheart_cl.data.synthetic.icbhi import write_icbhi
+from lungheart_cl.data.tasks import Manifest, Task
+from lungheart_cl.metrics import auroc
 
 DATASET = "icbhi"
 LOCATIONS = ("Tc", "Al", "Ar", "Pl", "Pr", "Ll", "Lr")
@@ -238,11 +248,11 @@ def _read_recording(wav: Path, metadata: _Metadata, split: _OfficialSplit | None
         num_frames=info.num_frames,
         num_channels=info.num_channels,
         location=name.location,
-        acquisition_mode=name.mode,
         device=name.device,
         source=wav.parent.name,
         events=events,
         official_split=official_split,
+        extra={"acquisition_mode": name.mode},
     )
     return _ReadRecording(recording, patient, overruns, split_note, info.subtype)
 
@@ -268,7 +278,7 @@ def _parse_cycle_line(txt: Path, number: int, line: str) -> Event:
     if end <= start:
         raise DataError(txt, f"line {number}: end {end} s is not after start {start} s")
     crackle, wheeze = (_flag(txt, number, value, what) for value, what in zip(fields[2:], ("crackle", "wheeze")))
-    return Event(start, end, crackle, wheeze)
+    return Event(start, end, {"crackle": crackle, "wheeze": wheeze})
 
 
 def _finite_float(txt: Path, number: int, value: str, what: str) -> float:
@@ -304,7 +314,7 @@ def _fit_to_duration(
         if overrun > 0:
             if event.start_s >= duration_s:
                 raise DataError(txt, f"line {number}: cycle starts at {event.start_s} s, at or past the recording end")
-            event = Event(event.start_s, duration_s, event.crackle, event.wheeze)
+            event = Event(event.start_s, duration_s, event.extra)
             overruns.append(overrun)
         events.append(event)
     return tuple(events), tuple(overruns)
@@ -428,10 +438,7 @@ def _patient(patient_id: str, recording_id: str, metadata: _Metadata) -> Patient
         age_years=age,
         age_group=age_group_from_years(age),
         sex=sex,
-        bmi=bmi,
-        weight_kg=weight,
-        height_cm=height,
-        diagnosis=diagnosis.fields[1],
+        extra={"diagnosis": diagnosis.fields[1], "bmi": bmi, "weight_kg": weight, "height_cm": height},
     )
 
 
@@ -506,3 +513,87 @@ def _orphan_annotation_notes(audio_dir: Path, wavs: dict[str, list[Path]]) -> li
         return []
     shown = ", ".join(orphans[:5]) + (", ..." if len(orphans) > 5 else "")
     return [f"{audio_dir.name}: {len(orphans)} annotation files without audio ignored: {shown}"]
+
+
+def annotated_cycles(audio: Path, duration_s: float) -> tuple[Event, ...]:
+    """The cycles of a same-stem ``.txt`` beside an audio file (how `predict` cuts ICBHI-style files), or ()."""
+    txt = Path(audio).with_suffix(".txt")
+    return read_cycles(txt, duration_s) if txt.is_file() else ()
+
+
+# --- tasks and the registry entry ----------------------------------------------------------------------
+
+
+def icbhi_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """ICBHI 2017 4-class score: Se = abnormal cycles (crackle, wheeze, both) whose exact class is
+    predicted / all abnormal cycles; Sp = normal cycles predicted normal / all normal; Score = mean."""
+    predicted = probs.argmax(1)
+    normal, abnormal = labels == 0, labels > 0
+    sp = float((predicted[normal] == 0).mean()) if normal.any() else float("nan")
+    se = float((predicted[abnormal] == labels[abnormal]).mean()) if abnormal.any() else float("nan")
+    return {"auroc": auroc(probs, labels), "accuracy": float((predicted == labels).mean()), "sensitivity": se,
+            "specificity": sp, "icbhi_score": (se + sp) / 2}
+
+
+def _healthy_vs_disease(m: Manifest) -> np.ndarray:
+    diagnosis = np.char.lower(np.char.strip(m["diagnosis"].astype(str)))
+    return np.where(diagnosis == "", -1, np.where(diagnosis == "healthy", 0, 1))
+
+
+def _four_class(m: Manifest) -> np.ndarray:
+    crackle, wheeze = m["crackle"], m["wheeze"]
+    labels = crackle + 2 * wheeze  # normal 0, crackle 1, wheeze 2, both 3
+    return np.where((crackle < 0) | (wheeze < 0), -1, labels)
+
+
+_ICBHI_FILES = "https://bhichallenge.med.auth.gr/sites/default/files/ICBHI_final_database"
+_ICBHI_TEXTS = (
+    "ICBHI_Challenge_demographic_information.txt",
+    "ICBHI_Challenge_diagnosis.txt",
+    "ICBHI_challenge_train_test.txt",
+)
+
+SPEC = DatasetSpec(
+    name=DATASET,
+    description="ICBHI 2017 Respiratory Sound Database (lung sounds, annotated respiratory cycles)",
+    read=read_icbhi,
+    sample_rate=4000,
+    segment_seconds=4.0,
+    tasks=(
+        Task("healthy_vs_disease", ("healthy", "disease"), "segment", _healthy_vs_disease,
+             "ICBHI: patient diagnosis Healthy vs any disease, scored per respiratory cycle (the study's task)"),
+        Task("icbhi_4class", ("normal", "crackle", "wheeze", "both"), "segment", _four_class,
+             "ICBHI 2017 challenge: cycle-level normal / crackle / wheeze / both", metric=icbhi_metrics),
+        Task("crackle", ("no_crackle", "crackle"), "segment", lambda m: m["crackle"],
+             "ICBHI: crackles present in the cycle"),
+        Task("wheeze", ("no_wheeze", "wheeze"), "segment", lambda m: m["wheeze"],
+             "ICBHI: wheezes present in the cycle"),
+    ),
+    default_task="healthy_vs_disease",
+    columns=(
+        Column("acquisition_mode", "recording"),
+        Column("diagnosis", "patient"),
+        Column("crackle", "event", kind="int"),
+        Column("wheeze", "event", kind="int"),
+    ),
+    # ICBHI publishes no checksums. Its server has served an incomplete TLS chain at times; we keep
+    # certificate checks on, and a failure there ends in the manual instructions.
+    download=DatasetSource(
+        name=DATASET,
+        title="ICBHI 2017 Respiratory Sound Database",
+        homepage="https://bhichallenge.med.auth.gr/ICBHI_2017_Challenge",
+        files=(
+            RemoteFile("ICBHI_final_database.zip", f"{_ICBHI_FILES}/ICBHI_final_database.zip"),
+            *(RemoteFile(name, f"{_ICBHI_FILES}/{name}") for name in _ICBHI_TEXTS),
+        ),
+        layout=("ICBHI_final_database", *_ICBHI_TEXTS),
+        license="Freely available for research (ICBHI challenge site; no licence file is published)",
+        citation=(
+            "Rocha BM, Filos D, Mendes L, et al. An open access database for the evaluation of "
+            "respiratory sound classification algorithms. Physiol Meas. 2019;40(3):035001. "
+            "doi:10.1088/1361-6579/ab03ea"
+        ),
+    ),
+    synthesize=write_icbhi,
+    annotations=annotated_cycles,
+)

@@ -7,6 +7,7 @@ and is not read.
 
 The challenge released no subject identifiers, so every record is its own patient
 (``patient_id == recording_id``): recordings of one subject may therefore land in different splits.
+Each recording's ``extra["label"]`` is its REFERENCE.csv label ("normal" | "abnormal").
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lungheart_cl.data.download import DatasetSource, RemoteFile
 from lungheart_cl.data.records import UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset, skip_or_raise
 from lungheart_cl.data.sources.wfdb_header import probe_against_header, read_wfdb_header
+from lungheart_cl.data.spec import Column, DatasetSpec
+from lungheart_cl.data.synthetic.physionet2016 import write_physionet2016
+from lungheart_cl.data.tasks import Task, column_labeler
 
 DATASET = "physionet2016"
 REFERENCE_FILE = "REFERENCE.csv"
@@ -88,7 +93,7 @@ def _read_record(folder: Path, row: _ReferenceRow) -> Recording:
         # Each source database used one acquisition setup, so the folder is the best device name.
         device=folder.name,
         source=folder.name,
-        label=label,
+        extra={"label": label},
     )
 
 
@@ -139,3 +144,39 @@ def read_physionet2016(root: Path, *, skip_bad: bool = False) -> SourceDataset:
         notes.append(VALIDATION_NOTE)
     patients = {recording.patient_id: Patient(patient_id=recording.patient_id) for recording in recordings}
     return SourceDataset(DATASET, root, recordings, patients, problems, notes)
+
+
+_PN2016 = "https://physionet.org/files/challenge-2016/1.0.0"
+NORMAL_VS_ABNORMAL = ("normal", "abnormal")
+
+SPEC = DatasetSpec(
+    name=DATASET,
+    description="PhysioNet/CinC Challenge 2016 heart sounds (normal vs abnormal recordings)",
+    read=read_physionet2016,
+    sample_rate=2000,
+    segment_seconds=4.0,
+    tasks=(Task("normal_vs_abnormal", NORMAL_VS_ABNORMAL, "recording",
+                column_labeler("recording_label", NORMAL_VS_ABNORMAL),
+                "PhysioNet 2016: normal vs abnormal heart sound, window scores averaged per recording"),),
+    default_task="normal_vs_abnormal",
+    columns=(Column("recording_label", "recording", key="label"),),
+    # training.zip (~170 MB, training-a..f) is a file of the project, so SHA256SUMS.txt lists it.
+    # The list itself is not pinned here (its digest was not available offline): it is recorded at
+    # its first download.
+    download=DatasetSource(
+        name=DATASET,
+        title="PhysioNet/CinC Challenge 2016: Classification of Heart Sound Recordings (1.0.0)",
+        homepage="https://physionet.org/content/challenge-2016/1.0.0/",
+        files=(RemoteFile("training.zip", f"{_PN2016}/training.zip", sums_path="training.zip"),),
+        layout=tuple(f"training-{letter}/REFERENCE.csv" for letter in "abcdef"),
+        # Licence as shown on the PhysioNet project page (not re-checked offline).
+        license="Open Data Commons Attribution License v1.0",
+        citation=(
+            "Liu C, Springer D, Li Q, et al. An open access database for the evaluation of heart "
+            "sound algorithms. Physiol Meas. 2016;37(12):2181-2213. doi:10.1088/0967-3334/37/12/2181; "
+            "and the standard PhysioNet citation (Goldberger et al., Circulation 2000;101(23):e215-e220)"
+        ),
+        sha256sums=RemoteFile("physionet2016-SHA256SUMS.txt", f"{_PN2016}/SHA256SUMS.txt"),
+    ),
+    synthesize=write_physionet2016,
+)

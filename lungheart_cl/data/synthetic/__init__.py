@@ -1,7 +1,8 @@
 """Synthetic lung and heart sound datasets in the official layouts: the framework's embedded default.
 
 Real datasets cannot always be downloaded, so `synthesize` writes a small dataset that the official
-readers (`lungheart_cl.data.sources`) read like the real one, with learnable but not trivial labels:
+readers (`lungheart_cl.data.sources`) read like the real one, with learnable but not trivial labels.
+Each dataset's writer is declared in its `DatasetSpec` (``synthesize``); those of this package:
 
 - ``icbhi``: breath noise with crackles and wheezes in annotated respiratory cycles, and a
   breathing (expiration, breath character) that follows the patient's diagnosis in every cycle;
@@ -14,25 +15,14 @@ than the labelled events do. The same seed always gives the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lungheart_cl.data.synthetic.circor2022 import write_circor2022
 from lungheart_cl.data.synthetic.files import atomic_directory
-from lungheart_cl.data.synthetic.icbhi import write_icbhi
-from lungheart_cl.data.synthetic.physionet2016 import write_physionet2016
 
-WRITERS: dict[str, Callable[..., None]] = {
-    "icbhi": write_icbhi,
-    "physionet2016": write_physionet2016,
-    "circor2022": write_circor2022,
-}
 # Bumped whenever the generated sound changes, so an embedded default written by an older
 # generator is not reused (it is part of the default's folder name).
 GENERATOR_VERSION = 3
-# About the size of the real ICBHI database: 126 patients, ~920 recordings, ~5.5 hours.
-ICBHI_SIZED = {"patients": 126, "recordings_per_patient": 920 / 126, "duration_s": 20.0}
 
 
 def synthesize(dataset: str, root: Path | str, *, patients: int, seed: int = 0, **options: Any) -> Path:
@@ -44,14 +34,19 @@ def synthesize(dataset: str, root: Path | str, *, patients: int, seed: int = 0, 
     (`write_icbhi`: ``recordings_per_patient``, ``duration_s``). For PhysioNet 2016, which has no
     patient ids, every recording is its own patient.
     """
-    if dataset not in WRITERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {tuple(WRITERS)}")
+    from lungheart_cl.data.sources import get_spec  # the sources import their writers from this package
+
+    writer = get_spec(dataset).synthesize
+    if writer is None:
+        raise ValueError(f"dataset {dataset!r} has no synthetic writer; choose one of {', '.join(synthesizable())}")
     root = Path(root)
     with atomic_directory(root) as staging:
-        WRITERS[dataset](staging, patients=patients, seed=seed, **options)
+        writer(staging, patients=patients, seed=seed, **options)
     return root
 
 
-def synthesize_icbhi_sized(root: Path | str, seed: int = 0) -> Path:
-    """A synthetic ICBHI about the size of the real one (benchmarks): 126 patients, ~920 recordings, ~5.5 h."""
-    return synthesize("icbhi", root, seed=seed, **ICBHI_SIZED)
+def synthesizable() -> tuple[str, ...]:
+    """The registered datasets that declare a synthetic writer."""
+    from lungheart_cl.data.sources import dataset_names, get_spec
+
+    return tuple(name for name in dataset_names() if get_spec(name).synthesize is not None)

@@ -244,7 +244,8 @@ def write_recording(folder: Path, recording: IcbhiRecording, seed: int) -> None:
     audio = record(rng, sound, source_hz, device, patient.sample_rate, chest=patient.breather.chest)
     write_wav(folder / f"{recording.name}.wav", audio, patient.sample_rate, recording.bits)
     lines = [
-        f"{format_number(c.start_s, 3)}\t{format_number(c.end_s, 3)}\t{int(c.crackle)}\t{int(c.wheeze)}"
+        "\t".join((format_number(c.start_s, 3), format_number(c.end_s, 3), str(int(c.extra["crackle"])),
+                   str(int(c.extra["wheeze"]))))
         for c in cycles
     ]
     write_lines(folder / f"{recording.name}.txt", lines)

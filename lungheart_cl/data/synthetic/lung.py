@@ -174,7 +174,7 @@ def lung_sound(
     heart = normal_heart(rng, breather.age_years)
     signal += rng.uniform(*heart_range) * heart_sounds(rng, heart, beat_schedule(rng, heart, duration_s), n, rate)
     events = tuple(
-        Event(float(cycles.starts[i]), float(cycles.ends[i]), bool(c), bool(w))
+        Event(float(cycles.starts[i]), float(cycles.ends[i]), {"crackle": bool(c), "wheeze": bool(w)})
         for i, c, w in zip(complete, crackles, wheezes)
     )
     return signal, events
