@@ -236,6 +236,10 @@ def test_the_heart_pool_pretrains_through_the_cli_and_the_leak_check_names_sourc
     (tmp_path / "pool.yaml").write_text(yaml.safe_dump(config))
     small = ["--model.encoder", "lungheart_cl.encoders.SmallCNN", "--model.encoder.channels", "[8, 16]",
              "--data.num_workers", "0", "--trainer.accelerator", "cpu", "--data.cache_dir", str(tmp_path / "cache")]
+    cached = _run(["data", "cache", "--config", "pool.yaml", "--data.cache_dir", str(tmp_path / "cache")], tmp_path)
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    assert "options: pool of 2 sources, sample_rate 2000" in cached.stdout
+    assert "source physionet2016 (physionet2016, " in cached.stdout and "source circor2022 (circor2022, " in cached.stdout
     done = _run(["pretrain", "--config", str(REPO / "experiments/schemes/heart_wave.yaml"), "--config", "pool.yaml",
                  *small, "--model.projector_hidden_dim", "32", "--model.projector_dim", "16", "--model.stats_segments",
                  "100", "--data.batch_size", str(BATCH), "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
@@ -245,6 +249,7 @@ def test_the_heart_pool_pretrains_through_the_cli_and_the_leak_check_names_sourc
     summary = json.loads(summary_path.read_text())
     assert [s["name"] for s in summary["data"]["sources"]] == ["physionet2016", "circor2022"]
     assert summary["data"]["monitor_source"] == "physionet2016" and summary["val_knn_auroc_best"] is not None
+    assert summary["data"]["cache_status"] == "hit"  # built ahead by `data cache`
     encoder = summary_path.parent / "encoder-best.pt"
     seen = {s["name"]: s["pool_patients"] for s in torch.load(encoder, weights_only=True)["provenance"]["data"]["sources"]}
     assert seen["physionet2016"] and not any("/" in p for p in seen["physionet2016"])  # the source's own ids
