@@ -56,6 +56,8 @@ POOL_FORMAT_VERSION = 1
 # Metadata every source has; a source's empty value is written as the explicit unknown.
 HARMONISED = ("location", "device", "site", "age_group", "sex")
 _FILL = {"str": "", "int": -1, "float": np.nan}
+# What a source may set for itself instead of taking the pool's setting.
+OWN_CACHE_OPTIONS = ("normalization", "padding", "hop_seconds", "synthetic_patients")
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def parse_sources(entries: Sequence[Mapping[str, Any]]) -> list[PoolSource]:
         raise ConfigError(f"data.sources: two sources are named {', '.join(repeated)}; give each its own name")
     weighted = [s.weight is not None for s in sources]
     if any(weighted) and not all(weighted):
-        raise ConfigError(f"data.sources: weight set for {', '.join(s.label for s in sources if s.weight is not None)} only; "
+        named = ", ".join(s.label for s in sources if s.weight is not None)
+        raise ConfigError(f"data.sources: weight set for {named} only; "
                           f"give every source a weight, or none (then each counts by its size)")
     return sources
 
@@ -164,7 +167,7 @@ class PoolCache:
     manifest: Manifest
     store: PooledStore
     info: dict
-    built: bool = False  # this call wrote the pool's directory (or a source's cache was built)
+    built: bool = False  # this call wrote the pool's directory (whether a source's cache was built: `SourcePool`)
 
     def __len__(self) -> int:
         return self.store.shape[0]
@@ -230,10 +233,11 @@ def open_pool(members: Sequence[tuple[PoolSource, SoundDataModule]], cache_root:
     info = {"format_version": POOL_FORMAT_VERSION, "key": key,
             "sources": [{"name": source.label, "dataset": source.dataset, "root": str(member.data_root),
                          "cache": str(member.cache.directory), "cache_key": member.cache.key,
-                         "segments": len(member.cache), "weight": source.weight} for source, member in members],
+                         "segments": len(member.cache)} for source, member in members],
             "num_segments": sum(len(member.cache) for _, member in members),
             "num_recordings": sum(member.cache.info["num_recordings"] for _, member in members),
-            "dropped": [{**drop, "source": source.label} for source, member in members for drop in member.cache.dropped]}
+            "dropped": [{**drop, "source": source.label} for source, member in members
+                        for drop in member.cache.dropped]}
     built = not (directory / "pool.json").is_file()
     if built:
         directory.mkdir(parents=True, exist_ok=True)
@@ -300,8 +304,7 @@ class SourcePool:
                 common[option] = next(iter(defaults.values()))
         members = []
         for source in sources:
-            own = {key: getattr(source, key) for key in ("normalization", "padding", "hop_seconds", "synthetic_patients")
-                   if getattr(source, key) is not None}
+            own = {key: getattr(source, key) for key in OWN_CACHE_OPTIONS if getattr(source, key) is not None}
             members.append(SoundDataModule(**{**common, **own, "dataset": source.dataset, "root": source.root,
                                               "source_options": dict(source.source_options), "task": source.task,
                                               "split": source.split}))
