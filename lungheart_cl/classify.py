@@ -36,6 +36,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from lungheart_cl.checkpointing import CheckpointError, check_same_encoder, load_pretrained
+from lungheart_cl.data.pool import pretrained_sources
 from lungheart_cl.data.tasks import Task
 from lungheart_cl.encoders import Encoder, SmallCNN
 from lungheart_cl.feature_cache import FeatureStore, feature_key
@@ -228,16 +229,22 @@ class Classifier(L.LightningModule):
                                 if v is not None}, step=0)
 
     def _check_pretraining_did_not_see(self, data) -> None:
-        """The pretraining pool must not contain this run's validation or test patients."""
-        seen = self.provenance.get("data", {})
-        if seen.get("dataset") != data.dataset or "pool_patients" not in seen:
-            return
+        """No source of the pretraining pool of this dataset may hold this run's validation or test patients."""
         held_out = set(data.split.patients(data.manifest, "val")) | set(data.split.patients(data.manifest, "test"))
-        leaked = sorted(held_out & set(seen["pool_patients"]))
-        if leaked:
+        leaked_patients: set[str] = set()
+        leaks = []
+        for source in pretrained_sources(self.provenance.get("data", {})):
+            leaked = sorted(held_out & set(source["pool_patients"])) if source.get("dataset") == data.dataset else []
+            if leaked:
+                leaked_patients.update(leaked)
+                more = f" and {len(leaked) - 5} more" if len(leaked) > 5 else ""
+                leaks.append(f"source {source['name']} (dataset {source['dataset']}) patient(s) "
+                             f"{', '.join(leaked[:5])}{more}")
+        if leaks:
             raise CheckpointError(
-                f"{self.provenance.get('checkpoint')}: pretrained on {len(leaked)} patient(s) that are in this run's "
-                f"validation/test split (e.g. {leaked[:5]}); use the same data.split and data.split_seed as pretraining")
+                f"{self.provenance.get('checkpoint')}: pretrained on {len(leaked_patients)} patient(s) that are in "
+                f"this run's validation/test split: {'; '.join(leaks)}; pretrain and evaluate with the same "
+                f"data.split, val_fraction, test_fraction and split_seed")
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -204,9 +204,7 @@ class ContrastivePretraining(L.LightningModule):
         data = self._trainer.datamodule if self._trainer is not None else None
         if data is None or getattr(data, "cache", None) is None:
             return {}
-        pool = data.pool_rows()
-        return {"dataset": data.dataset, "root": str(data.data_root), "cache": str(data.cache.directory),
-                "pool_patients": sorted(set(data.manifest["patient_id"][pool].tolist()))}
+        return data.pretraining_pool()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lungheart_cl"] = {"kind": "pretrain", "scheme": self.hparams.scheme,

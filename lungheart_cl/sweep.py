@@ -42,6 +42,8 @@ class Evaluation:
     mode: str
     args: dict[str, Any] = field(default_factory=dict)
     scheme: str | None = None  # baselines name their own scheme
+    name: str | None = None  # part of its run keys: tells apart evaluations of one mode (e.g. on two datasets)
+    config: str | list[str] | None = None  # its own finetune YAML(s); None = the spec's finetune_config
 
 
 @dataclass
@@ -205,8 +207,9 @@ class Sweep:
                      scheme: str | None) -> Run:
         """One evaluation of one encoder (or a baseline: `checkpoint` None) on one labelled subset and seed."""
         name = scheme or evaluation.scheme or "pretrained"
-        key = f"{name}-{evaluation.mode}-{labels.tag}-seed{seed}"
-        args = [*_config_flags(self.spec.finetune_config), *_flag_args(self.spec.common_args),
+        evaluation_name = f"-{evaluation.name}" if evaluation.name else ""
+        key = f"{name}-{evaluation.mode}{evaluation_name}-{labels.tag}-seed{seed}"
+        args = [*_config_flags(evaluation.config or self.spec.finetune_config), *_flag_args(self.spec.common_args),
                 "--model.mode", evaluation.mode, "--model.results_dir", str(self.results_dir),
                 *labels.flags(), "--data.label_seed", str(seed), "--data.seed", str(seed),
                 "--seed_everything", str(seed), "--trainer.default_root_dir", str(self.runs_dir / "finetune")]
@@ -248,8 +251,12 @@ class Sweep:
         from lungheart_cl.lightning_cli import make_cli
 
         parsers: dict[str, Any] = {}
-        problems = []
+        problems, keys = [], set()
         for run in self.plan(lambda scheme, seed: f"encoder-of-pretrain-{scheme}-seed{seed}.pt"):
+            if run.key in keys:  # the second would be skipped as done
+                problems.append(f"{run.key}: two runs of the spec share this key; give evaluations of one mode "
+                                f"(or baselines of one scheme and mode) each a name")
+            keys.add(run.key)
             if self._finished(run.key) is not None:
                 continue
             if run.command not in parsers:  # building a parser takes seconds, parsing with it a fraction of one

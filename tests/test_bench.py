@@ -21,6 +21,8 @@ FIGURES = {
     "step": ["data_ms", "views_ms", "compute_ms", "step_ms", "data_wait_fraction", "samples_per_s",
              "cpu_ms_per_sample"],
     "memory": ["peak_rss_mb"],
+    "pool": ["audio_s", "pool_build_s", "pool_hit_s", "pool_x_real_time", "single_build_s", "single_x_real_time",
+             "build_ratio", "pool_batches_per_s", "single_batches_per_s", "loader_ratio"],
 }
 
 
@@ -38,11 +40,12 @@ def test_quick_bench_writes_finite_positive_figures(tmp_path):
 
     report = json.loads(out.read_text())
     sections = report["sections"]
-    assert set(sections) == {"cache", "loader", "step", "loss", "gpu", "memory"}
+    assert set(sections) == {"cache", "loader", "step", "loss", "gpu", "memory", "pool"}
     assert not report["errors"]
     for key in FIGURES["cache"] + FIGURES["loader"]:
         section = "cache" if key in FIGURES["cache"] else "loader"
         assert positive(sections[section][key]), (section, key, sections[section][key])
+    assert all(positive(sections["pool"][key]) for key in FIGURES["pool"]), sections["pool"]
     for row in sections["loss"]["rows"]:
         assert all(positive(row[key]) for key in FIGURES["loss"]), row
     assert {r["pipeline"] for r in sections["step"]["results"]} == {"ours", "reference"}
@@ -55,4 +58,4 @@ def test_quick_bench_writes_finite_positive_figures(tmp_path):
         assert sections["gpu"]["reason"]
     checks = report["checks"]
     assert checks and all(isinstance(c["passed"], bool) for c in checks)
-    assert {"cache build", "cache hit", "DataLoader throughput"} <= {c["name"] for c in checks}
+    assert {"cache build", "cache hit", "DataLoader throughput", "pool DataLoader vs one source"} <= {c["name"] for c in checks}

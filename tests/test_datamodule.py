@@ -52,7 +52,7 @@ def test_pretraining_batches_carry_pairs_metadata_and_fractional_labels(cache_di
     assert batch["wave"].dtype == torch.float16  # the cache's precision; models convert on the device
     same_recording = batch["meta"]["recording"] == batch["partner_meta"]["recording"]
     assert same_recording.all()
-    assert set(batch["meta"]) == {"patient", "recording", "location", "device", "age_group", "sex"}
+    assert set(batch["meta"]) == {"patient", "recording", "location", "device", "site", "source", "age_group", "sex"}
     pool = set(data.pool_rows().tolist())
     assert set(batch["index"].tolist()) <= pool  # never a validation or test segment
     labelled = set(data.labelled_rows.tolist())

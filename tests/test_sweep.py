@@ -211,6 +211,23 @@ def test_budgets_and_fractions_each_get_their_runs_keys_and_flags(tmp_path):
     assert Sweep(spec).check() == []  # every run's arguments parse, budgets included
 
 
+def test_evaluations_of_one_mode_need_names_and_each_reads_its_own_config(tmp_path):
+    """Two evaluations of one mode (e.g. on two datasets) would share their run keys, the second skipped as done."""
+    heart = "experiments/physionet2016/finetune.yaml"
+    spec = SweepSpec.load(REPO / "experiments/finetune_grid_default.yaml",
+                          [f"runs_dir={tmp_path}", "seeds=[0]", "label_fractions=[1.0]", "baselines=[]",
+                           "evaluations=[{mode: linear}, {mode: linear, args: {model.lr: 0.1}}]"])
+    (problem,) = Sweep(spec).check()
+    assert "pretrained-linear-lf1-seed0: two runs of the spec share this key; give evaluations of one mode" in problem
+    named = SweepSpec.load(REPO / "experiments/finetune_grid_default.yaml",
+                           [f"runs_dir={tmp_path}", "seeds=[0]", "label_fractions=[1.0]", "baselines=[]",
+                            f"evaluations=[{{mode: linear, name: a}}, {{mode: linear, name: b, config: {heart}}}]"])
+    runs = {run.key: run.args for run in Sweep(named).plan(lambda scheme, seed: "unused")}
+    assert sorted(runs) == ["pretrained-linear-a-lf1-seed0", "pretrained-linear-b-lf1-seed0"]
+    assert runs["pretrained-linear-a-lf1-seed0"][:2] == ["--config", named.finetune_config]
+    assert runs["pretrained-linear-b-lf1-seed0"][:2] == ["--config", heart]
+
+
 @pytest.mark.parametrize("override, problem", [
     ("label_fractions=[]", "needs label_fractions, label_budgets or both"),
     ("label_budgets=[0]", "label_budgets be positive integers; got [0]"),

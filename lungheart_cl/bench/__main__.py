@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from lungheart_cl.bench import SECTIONS, cache_build, gpu, loader, loss, memory, steps
+from lungheart_cl.bench import SECTIONS, cache_build, gpu, loader, loss, memory, pool, steps
 from lungheart_cl.bench.common import FULL, QUICK, Context
 
-RUN_ORDER = ("cache", "loader", "step", "loss", "gpu", "memory")  # memory reports what step and gpu measured
+RUN_ORDER = ("cache", "loader", "pool", "step", "loss", "gpu", "memory")  # memory reports what step and gpu measured
 SOFT_BUDGET_S = 270  # after data preparation, no further alternating rounds: a busy machine still ends in 10 min
 
 
@@ -47,6 +47,8 @@ def run_section(name: str, ctx: Context, results: dict):
         return cache_build.run(ctx)
     if name == "loader":
         return loader.run(ctx)
+    if name == "pool":
+        return pool.run(ctx)
     if name == "step":
         return steps.run(ctx)
     if name == "loss":

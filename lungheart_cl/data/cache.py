@@ -33,8 +33,8 @@ from lungheart_cl.data.records import DataError, Problem, Recording, SourceDatas
 from lungheart_cl.data.spec import Column
 
 # 2: one "dropped" list in cache.json; 3: per-dataset extra columns and their types in cache.json,
-# the key hashes the records as JSON
-CACHE_FORMAT_VERSION = 3
+# the key hashes the records as JSON; 4: the recording's sub-database is the column "site"
+CACHE_FORMAT_VERSION = 4
 Padding = Literal["zero_center", "repeat", "context"]
 Normalization = Literal["none", "recording_std"]
 

@@ -58,17 +58,21 @@ def parse_data_module(options: list[str]) -> SoundDataModule:
 def format_report(data: SoundDataModule, cache: SegmentCache) -> str:
     """What was built (or found) and what it leaves out, every dropped file named."""
     config = data.cache_config
+    pooled = "sources" in cache.info  # a pool: its sources are listed below
+    what = (f"pool of {len(cache.info['sources'])} sources" if pooled else
+            f"dataset {data.dataset}, root {data.data_root}, source_options {data.source_options}")
     lines = [
         f"cache {'built' if cache.built else 'found (already built)'}: {cache.directory}",
         f"  key {cache.key}; {len(cache)} segments of {config.segment_samples} samples from "
         f"{cache.info['num_recordings']} recordings",
-        f"  options: dataset {data.dataset}, root {data.data_root}, source_options {data.source_options}, "
-        f"sample_rate {config.sample_rate}, "
+        f"  options: {what}, sample_rate {config.sample_rate}, "
         f"segment_seconds {config.segment_seconds}, hop_seconds {config.hop_seconds}, padding {config.padding}, "
         f"normalization {config.normalization}",
         f"  dropped: {len(cache.dropped)}" + ("" if cache.dropped else " (none)"),
     ]
     lines += [f"    {d['stage']}: {d['file']}: {d['problem']}" for d in cache.dropped]
+    lines += [f"  source {s['name']} ({s['dataset']}, {s['root']}): {s['cache']} ({s['segments']} segments)"
+              for s in cache.info.get("sources", [])]
     return "\n".join(lines)
 
 

@@ -24,9 +24,10 @@ from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampl
 
 from lungheart_cl.data.cache import CacheConfig, SegmentCache, build_cache
 from lungheart_cl.data.datasets import PairDataset, SegmentDataset, SegmentStore, collate_batch, metadata_codes
-from lungheart_cl.data.pairs import group_codes, make_pair_policy
+from lungheart_cl.data.pairs import make_pair_policy
+from lungheart_cl.data.pool import PoolCache, SourcePool, pool_patients
 from lungheart_cl.data.records import SourceDataset
-from lungheart_cl.data.sampler import StratifiedPairSampler
+from lungheart_cl.data.sampler import StratifiedPairSampler, batch_strata_codes
 from lungheart_cl.data.sources import Source, dataset_names, get_spec
 from lungheart_cl.data.splits import (DatasetSplit, LabelFractionError, SplitConfig, label_budget_patients,
                                       label_fraction_patients, label_tag, split_dataset)
@@ -162,30 +163,37 @@ class SoundDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.cache is not None:
             return
-        source = self._source()
-        self.cache = self.prepare_cache(source)
-        manifest = self.cache.manifest
-        self.manifest = manifest
-        unlabelled = self.task is None
-        self.labels = np.full(len(self.cache), -1, dtype=np.int64) if unlabelled else self.task.labels(manifest)
-        self.codes = metadata_codes(manifest)
-        self.store = SegmentStore(self.cache.directory / "segments.f16", self.cache.segments.shape)
-        strata = {} if unlabelled else self.task.patient_strata(manifest)
-        self.split: DatasetSplit = split_dataset(manifest, strata, self.split_config)
-        train_patients = self.split.patients(manifest, "train")
-        if unlabelled:  # nothing to label: no label fraction, no classes to check
+        notes = self.load()
+        self.codes = metadata_codes(self.manifest)
+        train_patients = self.split.patients(self.manifest, "train")
+        if self.task is None:  # nothing to label: no label fraction, no classes to check
             self.labelled_patients, self.labelled_rows = [], np.array([], dtype=np.int64)
-            self._report_data([*source.notes, *self.split.notes])
+            self._report_data(notes)
             return
         if self.label_budget is not None:
-            self.labelled_patients = label_budget_patients(train_patients, strata, self.label_budget, self.label_seed)
+            self.labelled_patients = label_budget_patients(train_patients, self.strata, self.label_budget,
+                                                           self.label_seed)
         else:
-            self.labelled_patients = label_fraction_patients(train_patients, strata, self.label_fraction,
+            self.labelled_patients = label_fraction_patients(train_patients, self.strata, self.label_fraction,
                                                              self.label_seed)
-        labelled = np.isin(manifest["patient_id"], self.labelled_patients) & (self.split.segment_split == "train")
+        labelled = np.isin(self.manifest["patient_id"], self.labelled_patients) & (self.split.segment_split == "train")
         self.labelled_rows = np.flatnonzero(labelled & (self.labels >= 0))
         self._check_labelled_classes()
-        self._report_data([*source.notes, *self.split.notes])
+        self._report_data(notes)
+
+    def load(self) -> list[str]:
+        """Read the source, open its cache (built if missing), label it and split it by patient: sets
+        ``cache``, ``manifest`` (with ``source``, the dataset's name), ``store``, ``labels``, ``strata`` (the
+        patients' task strata) and ``split``. Returns the notes to report. A pool member stops here."""
+        source = self._source()
+        self.cache = self.prepare_cache(source)
+        self.manifest = {**self.cache.manifest, "source": np.full(len(self.cache), self.dataset)}
+        unlabelled = self.task is None
+        self.labels = np.full(len(self.cache), -1, dtype=np.int64) if unlabelled else self.task.labels(self.manifest)
+        self.store = SegmentStore(self.cache.directory / "segments.f16", self.cache.segments.shape)
+        self.strata: dict[str, int] = {} if unlabelled else self.task.patient_strata(self.manifest)
+        self.split: DatasetSplit = split_dataset(self.manifest, self.strata, self.split_config)
+        return [*source.notes, *self.split.notes]
 
     @property
     def cache_status(self) -> str:
@@ -336,33 +344,100 @@ class PretrainDataModule(SoundDataModule):
         strata_per_batch: how many strata fill one batch.
         monitor_bank_size: labelled training segments used as the online kNN bank (a fixed subset).
         seed: batch and pair sampling seed.
+        sources: a pretraining pool instead of one dataset (`lungheart_cl.data.pool`): a list of
+            ``{dataset, root, ...}`` mappings (each optionally with ``weight``, ``name``, ``source_options``,
+            ``task``, ``split`` and its own cache options); the pool's ``sample_rate``, ``segment_seconds``
+            and split fractions and seed apply to every source. ``data.dataset`` is then unused, and
+            ``root``, ``source_options``, ``task`` and ``split`` are set per source.
+        monitor_source: the source (by name) whose task and validation patients the kNN / probe monitor
+            uses; None = the first source with a task.
     """
 
     def __init__(self, *args, pair_policy: str = "same_segment", pair_min_gap_s: float | None = None,
                  batch_strata: list[str] | None = None, strata_per_batch: int = 2, monitor_bank_size: int = 4000,
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, sources: list[dict[str, Any]] | None = None, monitor_source: str | None = None,
+                 **kwargs):
+        if sources is not None:
+            given = [key for key in ("root", "source_options", "task", "split") if kwargs.get(key) is not None]
+            if given:
+                raise ConfigError(f"data.sources names the pool's data; set {', '.join(given)} per source in "
+                                  f"data.sources, not as data.{given[0]}")
         super().__init__(*args, **kwargs)
         self.pair_policy_name, self.pair_min_gap_s = pair_policy, pair_min_gap_s
         self.batch_strata = list(batch_strata or [])
         self.strata_per_batch = strata_per_batch
         self.monitor_bank_size = monitor_bank_size
         self.seed = seed
+        self.pool: SourcePool | None = None
+        if sources is not None:
+            self._configure_pool(sources, monitor_source, kwargs)
+
+    def _configure_pool(self, sources: list[dict[str, Any]], monitor_source: str | None, given: dict) -> None:
+        """The pool's sources as data modules of their own, with this module's settings (see `SourcePool`)."""
+        split = self.split_config
+        settings = {"cache_dir": str(self.cache_dir), "synthetic_patients": self.synthetic_patients,
+                    "synthetic_seed": self.synthetic_seed, "sample_rate": given.get("sample_rate"),
+                    "segment_seconds": given.get("segment_seconds"), "hop_seconds": given.get("hop_seconds"),
+                    "padding": self.cache_config.padding, "normalization": self.cache_config.normalization,
+                    "skip_bad": self.skip_bad, "val_fraction": split.val_fraction, "test_fraction": split.test_fraction,
+                    "split_seed": split.seed, "batch_size": self.batch_size, "num_workers": self.num_workers}
+        self.pool = SourcePool.configure(sources, monitor_source, settings)
+        self.dataset, self.task, self.cache_config = self.pool.name, self.pool.task, self.pool.cache_config
+        self.hparams.update(dataset=self.dataset, sample_rate=self.cache_config.sample_rate,
+                            segment_seconds=self.cache_config.segment_seconds, task=self.task_name, split=None)
+        self._hparams_initial = copy.deepcopy(self.hparams)
+
+    def prepare_cache(self, source: SourceDataset | None = None) -> SegmentCache | PoolCache:
+        if self.pool is None:
+            return super().prepare_cache(source)
+        cache = self.pool.open(self.cache_dir)
+        self.cache_built = self.cache_built or cache.built or self.pool.built
+        return cache
+
+    def load(self) -> list[str]:
+        """A pool: every source loaded as on its own, then pooled (see `SourcePool`); else one source."""
+        if self.pool is None:
+            return super().load()
+        self.cache = self.prepare_cache()
+        self.manifest, self.store = self.cache.manifest, self.cache.store
+        self.labels, self.strata, self.split = self.pool.labels(), self.pool.strata(), self.pool.split()
+        self.pool.check_training_rows(self.manifest, self.split)
+        monitor = (f"monitor: source {self.pool.monitor}, task {self.task_name}" if self.task is not None
+                   else "no source has labels: pretraining without the monitor")
+        return [*self.pool.notes, monitor]
 
     def pool_rows(self) -> np.ndarray:
-        """The unlabelled pretraining pool: every training-patient segment (never val or test)."""
+        """The unlabelled pretraining pool: every training-patient segment (never val or test), of every source."""
         return self.split.indices("train")
+
+    def pretraining_pool(self) -> dict:
+        """Which audio an encoder pretrained here saw, per source (`data.pool.pool_patients`), so that a
+        classifier can refuse one whose pool held its validation or test patients."""
+        rows = self.pool_rows()
+        if self.pool is not None:
+            return {"dataset": self.dataset, "cache": str(self.cache.directory),
+                    "sources": self.pool.describe(self.manifest, rows)}
+        source = {"name": self.dataset, "dataset": self.dataset, "root": str(self.data_root),
+                  "cache": str(self.cache.directory)}
+        return {**source, "sources": pool_patients(self.manifest, rows, [source], namespaced_ids=False)}
+
+    def summary(self) -> dict:
+        out = super().summary()
+        if self.pool is not None:
+            out |= {"monitor_source": self.pool.monitor, "sources": self.pool.summary(self.manifest, self.split)}
+        return out
 
     def train_sampler(self) -> StratifiedPairSampler:
         pool = self.pool_rows()
         pool_manifest = {k: v[pool] for k, v in self.manifest.items()}
         policy = make_pair_policy(self.pair_policy_name, pool_manifest, self.pair_min_gap_s)
-        strata = None
-        if self.batch_strata:
-            strata = group_codes(*(pool_manifest[c] for c in self.batch_strata))
+        strata = batch_strata_codes(pool_manifest, self.batch_strata) if self.batch_strata else None
+        weights = self.pool.weights if self.pool is not None else None
+        sources = self.pool.source_codes(pool_manifest["source"]) if weights is not None else None
         rank, world = self._rank()
         return StratifiedPairSampler(pool, policy, self.batch_size, strata=strata,
                                      strata_per_batch=self.strata_per_batch, seed=self.seed, rank=rank,
-                                     world_size=world)
+                                     world_size=world, sources=sources, source_weights=weights)
 
     def train_dataloader(self) -> DataLoader:
         # the online probe may only see the labelled fraction's labels

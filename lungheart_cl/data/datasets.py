@@ -14,16 +14,36 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lungheart_cl.data.records import is_unknown
+
 Manifest = dict[str, np.ndarray]
-METADATA_KEYS = ("patient", "recording", "location", "device", "age_group", "sex")
+# "site": the recording's sub-database or campaign; "source": the run's source it came from (a pool's member)
+METADATA_KEYS = ("patient", "recording", "location", "device", "site", "source", "age_group", "sex")
 _MANIFEST_COLUMN = {"patient": "patient_id", "recording": "recording_id", "location": "location",
-                    "device": "device", "age_group": "age_group", "sex": "sex"}
+                    "device": "device", "site": "site", "source": "source", "age_group": "age_group", "sex": "sex"}
+# An unknown value equals only itself: the same patient's (age group, sex) or the same recording's (the rest).
+_UNKNOWN_SCOPE = {"age_group": "patient_id", "sex": "patient_id", "location": "recording_id",
+                  "device": "recording_id", "site": "recording_id"}
 
 
 def metadata_codes(manifest: Manifest) -> dict[str, np.ndarray]:
-    """Integer code per segment for each metadata key (codes shared by all splits)."""
-    return {key: np.unique(manifest[_MANIFEST_COLUMN[key]], return_inverse=True)[1].astype(np.int64)
-            for key in METADATA_KEYS}
+    """Integer code per segment for each metadata key (codes shared by all splits).
+
+    Equal codes mean equal metadata to the loss (positives, restricted negatives). A missing value
+    (`records.is_unknown`) is no value: its code is unique to its patient (age group, sex) or recording
+    (location, device, site), so two unknowns of different patients are never "the same age group"."""
+    codes = {}
+    for key in METADATA_KEYS:
+        values = manifest[_MANIFEST_COLUMN[key]]
+        code = np.unique(values, return_inverse=True)[1].astype(np.int64)
+        if key in _UNKNOWN_SCOPE:
+            unknown = is_unknown(values)
+            known = np.unique(values[~unknown], return_inverse=True)[1]
+            scope = np.unique(manifest[_UNKNOWN_SCOPE[key]][unknown], return_inverse=True)[1]
+            code[~unknown] = known
+            code[unknown] = (known.max() + 1 if len(known) else 0) + scope
+        codes[key] = code
+    return codes
 
 
 def collate_batch(batch: dict) -> dict:

@@ -1,8 +1,9 @@
 """The manifest: one row per segment with its generic columns and its dataset's extra columns.
 
-Generic columns (every dataset): ids, dataset, location, device, source, age group, sex, age, the
-official split (empty where a dataset has none), where the segment sits in its recording and which
-samples hold its own audio. Extra columns come from the dataset's `DatasetSpec.columns`. The cache
+Generic columns (every dataset): ids, dataset, location, device, site (the recording's sub-database
+or campaign: `Recording.source`), age group, sex, age, the official split (empty where a dataset has
+none), where the segment sits in its recording and which samples hold its own audio. (The data
+modules add ``source``, the name of the run's source a segment came from; see `data.pool`.) Extra columns come from the dataset's `DatasetSpec.columns`. The cache
 stores the column types beside the manifest, so reading it back needs no dataset knowledge.
 """
 
@@ -35,7 +36,7 @@ def manifest_row(recording: Recording, patient: Patient, columns: tuple[Column, 
     event = recording.events[event_index] if event_index >= 0 else None
     row = {"recording_id": recording.recording_id, "patient_id": recording.patient_id,
            "dataset": recording.dataset, "location": recording.location, "device": recording.device,
-           "source": recording.source, "age_group": patient.age_group, "sex": patient.sex,
+           "site": recording.source, "age_group": patient.age_group, "sex": patient.sex,
            "age_years": "" if patient.age_years is None else patient.age_years,
            "official_split": recording.official_split or "",
            "start_s": round(start_s, 4), "end_s": round(end_s, 4), "event_index": event_index}

@@ -16,11 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from lungheart_cl.errors import UserError
 
 AGE_GROUPS = ("neonate", "infant", "child", "adolescent", "adult", "unknown")
 SEXES = ("female", "male", "unknown")
 UNKNOWN = "unknown"
+
+
+def is_unknown(values) -> np.ndarray:
+    """Per value: whether it is missing ("unknown", empty, or NaN in a float column), as metadata never equal
+    to anything, not even another unknown (see `datasets.metadata_codes`)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    text = np.char.lower(np.char.strip(values.astype(str)))
+    return (text == UNKNOWN) | (text == "")
 
 
 class DataError(UserError, ValueError):
