@@ -30,13 +30,14 @@ def _export_directory(trainer: L.Trainer) -> Path:
 class EncoderExport(Callback):
     """Write ``encoder-init.pt`` as training starts (the same network, front end and statistics before
     any pretraining: the random-init baseline that differs from the pretrained encoder only in its
-    weights), and at the end ``encoder-best.pt`` (best validation kNN AUROC), ``encoder-last.pt`` and
-    ``pretrain-summary.json``, beside the checkpoints."""
+    weights), and at the end ``encoder-best.pt`` (the best checkpoint's encoder: best validation kNN or
+    task-probe AUROC, as ``model.monitor`` says), ``encoder-last.pt`` and ``pretrain-summary.json``,
+    beside the checkpoints."""
 
     def _provenance(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         return {"scheme": pl_module.hparams.get("scheme"), "epoch": trainer.current_epoch,
                 "global_step": trainer.global_step, "data": pl_module.pretraining_data(),
-                "knn_auroc_init": pl_module.knn_auroc_init}
+                "knn_auroc_init": pl_module.knn_auroc_init, "task_probe_auroc_init": pl_module.task_probe_auroc_init}
 
     @rank_zero_only
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -54,16 +55,21 @@ class EncoderExport(Callback):
         last = export_encoder(pl_module.encoder, pl_module.frontend, directory / "encoder-last.pt", provenance)
         best_path = checkpoint.best_model_path if checkpoint else ""
         best = export_from_checkpoint(Path(best_path), directory / "encoder-best.pt") if best_path else last
-        best_score = checkpoint.best_model_score if checkpoint else None
+        best_score = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
+        monitor = checkpoint.monitor if checkpoint else None
+        inits = {"val/knn_auroc": pl_module.knn_auroc_init, "val/task_probe_auroc": pl_module.task_probe_auroc_init}
         summary = {
             "best_checkpoint": best_path or None,
             "encoder_best": str(best), "encoder_last": str(last),
+            "monitor": monitor, "monitor_before": inits.get(monitor), "monitor_best": best_score,
+            "monitor_labelled_patients": len(pl_module.monitor_patients or []),
             "val_knn_auroc_before": pl_module.knn_auroc_init,
-            "val_knn_auroc_best": float(best_score) if best_score is not None else None,
+            "val_knn_auroc_best": best_score if monitor == "val/knn_auroc" else None,
+            "val_task_probe_auroc_before": pl_module.task_probe_auroc_init,
             "epochs": trainer.current_epoch, "data": _data_summary(trainer),
         }
         (directory / "pretrain-summary.json").write_text(json.dumps(summary, indent=2))
-        print(_format(summary))
+        print(_format(summary, _level(trainer)))
 
 
 def _data_summary(trainer: L.Trainer) -> dict:
@@ -71,14 +77,22 @@ def _data_summary(trainer: L.Trainer) -> dict:
     return data.summary() if data is not None and hasattr(data, "summary") else {}
 
 
-def _format(summary: dict) -> str:
-    before, best = summary["val_knn_auroc_before"], summary["val_knn_auroc_best"]
+def _level(trainer: L.Trainer) -> str:
+    data = getattr(trainer, "datamodule", None)
+    return data.task.level if data is not None and hasattr(data, "task") else "task"
+
+
+def _format(summary: dict, level: str = "task") -> str:
+    names = {"val/knn_auroc": "kNN AUROC",
+             "val/task_probe_auroc": f"{level}-level probe AUROC ({summary['monitor_labelled_patients']} labelled patients)"}
+    name = names.get(summary["monitor"], summary["monitor"])
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-    monitor = (f"{fmt(before)} (random init) -> {fmt(best)} (best epoch)" if before is not None or best is not None
-               else "none (no labels, so no monitor: the last encoder is kept)")
+    before, best = summary["monitor_before"], summary["monitor_best"]
+    monitor = (f"{name}: {fmt(before)} (random init) -> {fmt(best)} (best epoch)" if before is not None or best is not None
+               else "monitor: none (no labels: the last encoder is kept)")
     return "\n".join([
         "", "pretraining finished",
-        f"  validation kNN AUROC: {monitor}",
+        f"  validation {monitor}",
         f"  best checkpoint:      {summary['best_checkpoint']}",
         f"  exported encoder:     {summary['encoder_best']}",
         "  next: make finetune   (uses the newest exported encoder)", ""])
@@ -167,3 +181,15 @@ class ResumableModelCheckpoint(ModelCheckpoint):
         self.kth_value = state_dict.get("kth_value", self.kth_value)
         if same_folder:
             self.last_model_path = state_dict.get("last_model_path", self.last_model_path)
+
+
+class SelectionCheckpoint(ResumableModelCheckpoint):
+    """The pretraining's best checkpoint (highest value): it monitors the key the module selects on,
+    ``ContrastivePretraining.selection_metric`` (``model.monitor``), set before any state is restored."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(mode="max", **kwargs)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.monitor = pl_module.selection_metric  # before Lightning restores callback states by this key
+        super().setup(trainer, pl_module, stage)

@@ -158,7 +158,8 @@ def _pretrained_parts(path: Path, payload: dict) -> tuple[dict, dict, dict, dict
         frontend_state = substate(payload["state_dict"], "frontend.")
         provenance = {"checkpoint": str(path), "scheme": meta.get("scheme"), "data": meta.get("data", {}),
                       "epoch": payload.get("epoch"),
-                      "global_step": payload.get("global_step"), "knn_auroc_init": meta.get("knn_auroc_init")}
+                      "global_step": payload.get("global_step"), "knn_auroc_init": meta.get("knn_auroc_init"),
+                      "task_probe_auroc_init": meta.get("task_probe_auroc_init")}
     else:
         raise CheckpointError(f"{path}: not a lungheart-cl pretraining checkpoint or exported encoder "
                               f"(keys: {sorted(payload)[:8]})")

@@ -54,15 +54,15 @@ def _trainer_defaults(command: str) -> dict:
     """What every run of a command gets unless the YAML or command line says otherwise."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint
+    from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint, SelectionCheckpoint
 
     loggers = [{"class_path": "lungheart_cl.tracking.RunFolderCSVLogger",
                 "init_args": {"save_dir": "runs", "name": command}},
                {"class_path": "lungheart_cl.tracking.OfflineFirstWandbLogger",
                 "init_args": {"project": "lungheart-cl", "save_dir": "runs", "job_type": command}}]
-    if command == "pretrain":  # checkpoints: best by validation kNN AUROC (higher is better), and last
+    if command == "pretrain":  # checkpoints: best by model.monitor (validation kNN or task-probe AUROC), and last
         # last.ckpt by its own callback: save_last=True rewrites it only in epochs that improve the best
-        callbacks = [ResumableModelCheckpoint(monitor="val/knn_auroc", mode="max", filename="best-{epoch:02d}"),
+        callbacks = [SelectionCheckpoint(filename="best-{epoch:02d}"),
                      ModelCheckpoint(filename="last"), LearningRateMonitor(logging_interval="step"),
                      EncoderExport(), RandomStateCheckpoint()]
     else:  # model selection on the validation patients only

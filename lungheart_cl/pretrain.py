@@ -3,17 +3,20 @@
 Per step: (anchor, partner) waveforms reach the device -> raw-audio views -> log-mel front end ->
 spectrogram views (all batched, in `on_after_batch_transfer`) -> encoder -> projector ->
 metadata-aware NT-Xent, gathered over ranks. An online linear probe on detached features trains
-alongside; every validation epoch a kNN monitor scores the validation patients against a labelled
-bank of training patients. Data without labels (``num_classes`` 0) trains without either: no
-validation, and the last encoder is the one kept. The test split is never touched here.
+alongside; every validation epoch a kNN monitor scores the validation windows against a labelled
+bank of training patients, and a logistic probe fitted on (a label budget of) that bank scores the
+validation patients at the task's level. `model.monitor` chooses which of the two selects the best
+checkpoint. Data without labels (``num_classes`` 0) trains without any monitor: no validation, and
+the last encoder is the one kept. The test split is never touched here.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,7 +25,7 @@ from lungheart_cl.data.datasets import METADATA_KEYS
 from lungheart_cl.encoders import Encoder, Projector, SmallCNN
 from lungheart_cl.frontend import LogMelFrontend
 from lungheart_cl.losses import MetadataNTXent
-from lungheart_cl.monitor import auroc, knn_class_scores
+from lungheart_cl.monitor import TaskProbeScore, auroc, knn_class_scores, monitor_patients, task_probe_score
 from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
 from lungheart_cl.views import ViewPipeline, spectrogram_mask
 
@@ -43,7 +46,16 @@ class ContrastivePretraining(L.LightningModule):
         projector_hidden_dim / projector_dim: projection head (the study: 512 -> 256).
         optimizer / lr / weight_decay: adam | adamw | lars | sgd.
         warmup_epochs / min_lr_ratio: linear warmup then cosine decay, stepped per batch.
-        knn_k / knn_temperature: the kNN monitor.
+        knn_k / knn_temperature: the kNN monitor (`val/knn_auroc`, validation windows).
+        monitor: what selects the best checkpoint and ``encoder-best.pt``: ``knn_auroc`` or ``task_probe_auroc``
+            (`val/task_probe_auroc`: a standardised, class-balanced logistic regression on the bank windows of
+            the monitor's labelled patients, scored on the validation windows averaged per recording or
+            patient as the task is scored downstream). Both are logged every epoch.
+        monitor_labelled_patients: the task probe's label budget: this many bank patients, class-stratified
+            and drawn with ``data.label_seed`` as ``data.labelled_patients`` draws; null = every bank patient.
+            Drawn once per run and kept in its checkpoints.
+        monitor_probe_c: the task probe's C; null = chosen each epoch by the patient-grouped cross-validation
+            of ``model.mode logistic`` over `monitor.MONITOR_C_GRID`.
         stats_segments: training segments used for the front end's per-mel statistics.
         channels_last: NHWC memory format (faster convolutions on recent GPUs).
         scheme: a name for this pairing/augmentation scheme, carried into exported encoders and reports.
@@ -54,8 +66,10 @@ class ContrastivePretraining(L.LightningModule):
                  window_ms: float = 128.0, hop_ms: float = 32.0, f_min: float = 50.0, f_max: float | None = None,
                  channel_norm: bool = False, projector_hidden_dim: int = 512, projector_dim: int = 256, optimizer: OptimizerName = "adamw",
                  lr: float = 1e-3, weight_decay: float = 1e-4, warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
-                 knn_k: int = 10, knn_temperature: float = 0.07, stats_segments: int = 2000,
-                 channels_last: bool = False, scheme: str = "custom"):
+                 knn_k: int = 10, knn_temperature: float = 0.07,
+                 monitor: Literal["knn_auroc", "task_probe_auroc"] = "knn_auroc",
+                 monitor_labelled_patients: int | None = None, monitor_probe_c: float | None = None,
+                 stats_segments: int = 2000, channels_last: bool = False, scheme: str = "custom"):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "views", "loss"])
         self.encoder = encoder if encoder is not None else SmallCNN()
@@ -66,7 +80,15 @@ class ContrastivePretraining(L.LightningModule):
         self.probe = nn.Linear(self.encoder.embedding_dim, num_classes) if num_classes else None
         self.num_classes = num_classes
         self.knn_auroc_init: float | None = None
-        self._val_outputs: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
+        self.task_probe_auroc_init: float | None = None
+        self.monitor_patients: list[str] | None = None  # the task probe's labelled patients, fixed for the run
+        self.last_task_probe: TaskProbeScore | None = None  # the latest task probe (on rank 0 only)
+        self._val_outputs: dict[int, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = {}
+
+    @property
+    def selection_metric(self) -> str:
+        """The logged key that selects the best checkpoint (`callbacks.SelectionCheckpoint` monitors it)."""
+        return f"val/{self.hparams.monitor}"
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -76,6 +98,11 @@ class ContrastivePretraining(L.LightningModule):
         if data.sample_rate != self.frontend.sample_rate:
             raise ValueError(f"model front end expects {self.frontend.sample_rate} Hz audio but the data module "
                              f"serves {data.sample_rate} Hz; set model.sample_rate (the CLI links it)")
+        if self.monitor_patients is None:  # a resumed run then restores its checkpoint's draw (`on_load_checkpoint`)
+            bank = data.monitor_bank_rows()
+            self.monitor_patients = monitor_patients(
+                sorted(set(data.manifest["patient_id"][bank].tolist())), data.task.patient_strata(data.manifest),
+                self.hparams.monitor_labelled_patients, data.label_seed)
 
     def on_fit_start(self) -> None:
         # after a checkpoint is restored: a resumed run keeps the statistics it was trained with
@@ -143,17 +170,35 @@ class ContrastivePretraining(L.LightningModule):
         features = self.embed(batch["spec"])
         probs = self.probe(features).float().softmax(-1)
         self._val_outputs.setdefault(dataloader_idx, []).append(
-            (features.float(), batch["label"], probs))
+            (features.float(), batch["label"], probs, batch["index"]))
 
     def on_validation_epoch_end(self) -> None:
         outputs, self._val_outputs = self._val_outputs, {}
         if 0 not in outputs or 1 not in outputs:
             return
-        bank, bank_labels, _ = (torch.cat(parts) for parts in zip(*outputs[0]))
-        val, val_labels, val_probs = (torch.cat(parts) for parts in zip(*outputs[1]))
+        bank, bank_labels, _, bank_rows = (torch.cat(parts) for parts in zip(*outputs[0]))
+        val, val_labels, val_probs, val_rows = (torch.cat(parts) for parts in zip(*outputs[1]))
         knn = self._knn_auroc(bank, bank_labels, val, val_labels)
         self.log("val/knn_auroc", knn, prog_bar=True, sync_dist=True)
         self.log("val/probe_auroc", auroc(val_probs, val_labels, self.num_classes), sync_dist=True)
+        task_auroc, c = self._task_probe((bank, bank_labels, bank_rows), (val, val_labels, val_rows))
+        self.log("val/task_probe_auroc", task_auroc, prog_bar=True, sync_dist=True)  # identical on every rank
+        self.log("val/task_probe_c", c, sync_dist=True)
+
+    def _task_probe(self, bank: tuple[Tensor, Tensor, Tensor], val: tuple[Tensor, Tensor, Tensor]) -> tuple[float, float]:
+        """(AUROC, C) of the task probe: fitted on rank 0 only (each rank holds every bank and validation
+        window) and broadcast, so every rank logs and selects on the same value."""
+        data = self.trainer.datamodule
+        result = (float("nan"), float("nan"))
+        if self.global_rank == 0:
+            (features, labels, rows), (val_features, val_labels, val_rows) = (
+                tuple(t.cpu().numpy() for t in part) for part in (bank, val))
+            chosen = np.isin(data.manifest["patient_id"][rows], self.monitor_patients)
+            self.last_task_probe = task_probe_score(
+                features[chosen], labels[chosen], rows[chosen], val_features, val_labels, val_rows, data.manifest,
+                data.task, self.hparams.monitor_probe_c, seed=data.label_seed)
+            result = (self.last_task_probe.auroc, self.last_task_probe.c)
+        return self.trainer.strategy.broadcast(result, src=0)
 
     def _knn_auroc(self, bank: Tensor, bank_labels: Tensor, val: Tensor, val_labels: Tensor) -> Tensor:
         scores = knn_class_scores(bank, bank_labels, val, self.num_classes, self.hparams.knn_k,
@@ -161,8 +206,9 @@ class ContrastivePretraining(L.LightningModule):
         return auroc(scores, val_labels, self.num_classes)
 
     @torch.no_grad()
-    def evaluate_knn(self, data: Any) -> float:
-        """kNN AUROC of the current encoder on the validation patients (used before training starts)."""
+    def evaluate_monitor(self, data: Any) -> tuple[float, float]:
+        """(kNN AUROC, task-probe AUROC) of the current encoder on the validation patients (used before
+        training starts)."""
         was_training = self.training
         self.eval()
         parts = []
@@ -172,9 +218,11 @@ class ContrastivePretraining(L.LightningModule):
                 spec = self.frontend(batch["wave"].to(self.device), batch["valid"].to(self.device))
                 features.append(self.embed(spec).float())
                 labels.append(batch["label"].to(self.device))
-            parts.append((torch.cat(features), torch.cat(labels)))
+            parts.append((torch.cat(features), torch.cat(labels), torch.as_tensor(rows)))
         self.train(was_training)
-        return float(self._knn_auroc(parts[0][0], parts[0][1], parts[1][0], parts[1][1]))
+        (bank, bank_labels, _), (val, val_labels, _) = parts
+        task_auroc, _ = self._task_probe(*parts)
+        return float(self._knn_auroc(bank, bank_labels, val, val_labels)), task_auroc
 
     def on_train_start(self) -> None:
         data = self.trainer.datamodule
@@ -182,9 +230,11 @@ class ContrastivePretraining(L.LightningModule):
             log.info("no labels: pretraining without the kNN / linear-probe monitor; the last encoder is kept "
                      "(encoder-best.pt = encoder-last.pt)")
             return
-        if data is not None and self.knn_auroc_init is None:  # a resumed run has it from the checkpoint
-            self.knn_auroc_init = self.evaluate_knn(data)
-            self.log("val/knn_auroc_init", self.knn_auroc_init, sync_dist=True)  # identical on every rank
+        if data is not None and self.knn_auroc_init is None:  # a resumed run has them from the checkpoint
+            self.knn_auroc_init, self.task_probe_auroc_init = self.evaluate_monitor(data)
+            # identical on every rank
+            self.log_dict({"val/knn_auroc_init": self.knn_auroc_init,
+                           "val/task_probe_auroc_init": self.task_probe_auroc_init}, sync_dist=True)
 
     # ------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict:
@@ -210,7 +260,11 @@ class ContrastivePretraining(L.LightningModule):
         checkpoint["lungheart_cl"] = {"kind": "pretrain", "scheme": self.hparams.scheme,
                                       "encoder_config": self.encoder.config,
                                       "frontend_config": self.frontend.config,
-                                      "knn_auroc_init": self.knn_auroc_init, "data": self.pretraining_data()}
+                                      "knn_auroc_init": self.knn_auroc_init,
+                                      "task_probe_auroc_init": self.task_probe_auroc_init,
+                                      "monitor_patients": self.monitor_patients, "data": self.pretraining_data()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.knn_auroc_init = checkpoint.get("lungheart_cl", {}).get("knn_auroc_init")
+        meta = checkpoint.get("lungheart_cl", {})
+        self.knn_auroc_init, self.task_probe_auroc_init = meta.get("knn_auroc_init"), meta.get("task_probe_auroc_init")
+        self.monitor_patients = meta.get("monitor_patients", self.monitor_patients)

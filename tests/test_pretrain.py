@@ -1,8 +1,12 @@
-"""Contrastive pretraining end to end on a tiny synthetic ICBHI: monitor, checkpoints, resume, seeds."""
+"""Contrastive pretraining end to end on tiny synthetic data: monitors, model selection, checkpoints, resume, seeds."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -10,7 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint
+from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, SelectionCheckpoint
 from lungheart_cl.checkpointing import AtomicCheckpointIO, load_pretrained
 from lungheart_cl.data.datamodule import PretrainDataModule
 from lungheart_cl.encoders import SmallCNN
@@ -19,6 +23,11 @@ from lungheart_cl.pretrain import ContrastivePretraining
 from lungheart_cl.views import time_mask
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+REPO = Path(__file__).resolve().parents[1]
+# PhysioNet 2016 (synthetic): normal vs abnormal scored per recording, several windows per recording; on this
+# data and seed the two monitors peak in different epochs, so a test can tell which one selected
+HEART_DATA = {"dataset": "physionet2016", "synthetic_patients": 60, "batch_strata": []}
+HEART_MONITOR = {"sample_rate": 2000, "monitor": "task_probe_auroc", "monitor_labelled_patients": 12}
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +41,10 @@ def _data(cache_dir, **kwargs) -> PretrainDataModule:
                                  "monitor_bank_size": 200, **kwargs})
 
 
-def _model() -> ContrastivePretraining:
+def _model(**kwargs) -> ContrastivePretraining:
     return ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=time_mask(),
                                   loss=MetadataNTXent(0.1, negative_keys=["age_group", "sex"]),
-                                  projector_hidden_dim=32, projector_dim=16, stats_segments=200, scheme="test")
+                                  projector_hidden_dim=32, projector_dim=16, stats_segments=200, scheme="test", **kwargs)
 
 
 def _trainer(root, max_epochs: int, extra_callbacks: list[Callback] = (), **kwargs) -> L.Trainer:
@@ -43,7 +52,7 @@ def _trainer(root, max_epochs: int, extra_callbacks: list[Callback] = (), **kwar
                      logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                      use_distributed_sampler=False, deterministic=True, plugins=[AtomicCheckpointIO()],
                      callbacks=[*extra_callbacks, RandomStateCheckpoint(), EncoderExport(),
-                                ResumableModelCheckpoint(dirpath=root, monitor="val/knn_auroc", mode="max"),
+                                SelectionCheckpoint(dirpath=root),
                                 ModelCheckpoint(dirpath=root, filename="last")], **kwargs)
 
 
@@ -52,8 +61,9 @@ def test_fit_logs_the_monitor_checkpoints_and_exports_the_encoder(cache_dir, tmp
     model, trainer = _model(), _trainer(tmp_path, 2)
     trainer.fit(model, datamodule=_data(cache_dir))
     metrics = trainer.callback_metrics
-    assert 0.0 <= float(metrics["val/knn_auroc"]) <= 1.0
-    assert 0.0 <= model.knn_auroc_init <= 1.0
+    assert 0.0 <= float(metrics["val/knn_auroc"]) <= 1.0 and 0.0 <= float(metrics["val/task_probe_auroc"]) <= 1.0
+    assert 0.0 <= model.knn_auroc_init <= 1.0 and 0.0 <= model.task_probe_auroc_init <= 1.0
+    assert trainer.checkpoint_callback.monitor == "val/knn_auroc"  # the default selection
     assert torch.isfinite(metrics["train/loss_epoch"])
     assert bool(model.frontend.fitted)
     for name in ("last.ckpt", "encoder-best.pt", "encoder-last.pt", "pretrain-summary.json"):
@@ -114,7 +124,7 @@ class EpochMetrics(Callback):
         self.epochs: dict[int, dict[str, float]] = {}
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        keys = ("train/loss_epoch", "val/knn_auroc", "val/probe_auroc")
+        keys = ("train/loss_epoch", "val/knn_auroc", "val/probe_auroc", "val/task_probe_auroc")
         self.epochs[trainer.current_epoch] = {k: float(trainer.callback_metrics[k]) for k in keys}
 
 
@@ -132,11 +142,14 @@ class Interrupt(Callback):
 
 # with workers through the CLI by default (test_checkpointing.py); here too with `make test-slow`
 @pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])
-def test_seeded_runs_repeat_and_resume_continues_exactly(cache_dir, tmp_path, num_workers):
+@pytest.mark.parametrize("setting", ["knn", "task_probe"])
+def test_seeded_runs_repeat_and_resume_continues_exactly(cache_dir, tmp_path, num_workers, setting):
+    data_args, model_args = ({}, {}) if setting == "knn" else (HEART_DATA, HEART_MONITOR)
+
     def fit(root, *callbacks, ckpt_path=None):
         L.seed_everything(0)
-        model, trainer = _model(), _trainer(root, 3, extra_callbacks=list(callbacks))
-        trainer.fit(model, datamodule=_data(cache_dir, num_workers=num_workers), ckpt_path=ckpt_path)
+        model, trainer = _model(**model_args), _trainer(root, 3, extra_callbacks=list(callbacks))
+        trainer.fit(model, datamodule=_data(cache_dir, num_workers=num_workers, **data_args), ckpt_path=ckpt_path)
         return model, trainer
 
     straight_metrics = EpochMetrics()
@@ -157,11 +170,66 @@ def test_seeded_runs_repeat_and_resume_continues_exactly(cache_dir, tmp_path, nu
         assert resumed_metrics.epochs[epoch] == straight_metrics.epochs[epoch], epoch
     assert torch.equal(_weights(resumed), _weights(straight))
     assert resumed.knn_auroc_init == straight.knn_auroc_init  # from the checkpoint, not recomputed
-    best = max(straight_metrics.epochs, key=lambda epoch: straight_metrics.epochs[epoch]["val/knn_auroc"])
+    assert resumed.task_probe_auroc_init == straight.task_probe_auroc_init
+    assert resumed.monitor_patients == straight.monitor_patients
+    epochs = straight_metrics.epochs
+    assert all(0.0 <= epochs[e]["val/task_probe_auroc"] <= 1.0 for e in epochs)
+    selected = straight.selection_metric
+    best = max(epochs, key=lambda epoch: epochs[epoch][selected])  # the first maximum, as ModelCheckpoint keeps it
     assert Path(trainer.checkpoint_callback.best_model_path).name.startswith(f"epoch={best}-")
+    if setting == "task_probe":
+        other = max(epochs, key=lambda epoch: epochs[epoch]["val/knn_auroc"])
+        assert other != best, "the monitors must peak in different epochs for this test to tell them apart"
+        assert len(straight.monitor_patients) == 12
+        data = trainer.datamodule
+        val_rows = data.rows("val")
+        recordings = sorted(set(data.manifest["recording_id"][val_rows].tolist()))
+        scored = straight.last_task_probe.predictions  # scored per recording, as the task is
+        assert sorted(scored.ids.tolist()) == recordings and len(recordings) < len(val_rows)
 
 
 def test_wrong_sample_rate_between_model_and_data_is_refused(cache_dir, tmp_path):
     model = ContrastivePretraining(encoder=SmallCNN(channels=(8,)), sample_rate=2000)
     with pytest.raises(ValueError, match="2000 Hz.*4000 Hz"):
         _trainer(tmp_path, 1).fit(model, datamodule=_data(cache_dir))
+
+
+def _logged_per_epoch(metrics_csv: Path, keys: tuple[str, ...]) -> dict[int, dict[str, float]]:
+    out: dict[int, dict[str, float]] = {}
+    with open(metrics_csv) as handle:
+        for row in csv.DictReader(handle):
+            for key in keys:
+                if row.get(key) and row["epoch"]:
+                    out.setdefault(int(row["epoch"]), {})[key] = float(row[key])
+    return out
+
+
+def test_the_cli_selects_the_best_encoder_on_the_chosen_monitor(cache_dir, tmp_path):
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=str(REPO))
+    args = ["--config", str(REPO / "experiments" / "physionet2016" / "pretrain.yaml"), "--data.root", "null",
+            "--data.synthetic_patients", "60", "--data.cache_dir", str(cache_dir), "--data.batch_size", "16",
+            "--data.num_workers", "0", "--data.monitor_bank_size", "200", "--model.encoder",
+            "lungheart_cl.encoders.SmallCNN", "--model.encoder.init_args.channels", "[8, 16]",
+            "--model.projector_hidden_dim", "32", "--model.projector_dim", "16", "--model.stats_segments", "100",
+            "--model.monitor", "task_probe_auroc", "--model.monitor_labelled_patients", "12",
+            "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "3", "--trainer.enable_progress_bar", "false"]
+    run = subprocess.run([sys.executable, "-m", "lungheart_cl", "pretrain", *args], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = tmp_path / "runs" / "pretrain" / "version_0"
+    logged = _logged_per_epoch(folder / "metrics.csv", ("val/task_probe_auroc", "val/knn_auroc"))
+    assert sorted(logged) == [0, 1, 2]
+    assert all(0.0 <= logged[e]["val/task_probe_auroc"] <= 1.0 for e in logged)
+    best = max(logged, key=lambda epoch: logged[epoch]["val/task_probe_auroc"])
+    assert best != max(logged, key=lambda epoch: logged[epoch]["val/knn_auroc"]), "the monitors must disagree here"
+    summary = json.loads((folder / "checkpoints" / "pretrain-summary.json").read_text())
+    assert Path(summary["best_checkpoint"]).name == f"best-epoch={best:02d}.ckpt"
+    assert summary["monitor"] == "val/task_probe_auroc" and summary["monitor_labelled_patients"] == 12
+    assert summary["monitor_best"] == pytest.approx(logged[best]["val/task_probe_auroc"])
+    assert summary["val_knn_auroc_best"] is None  # not what selected here
+    exported = load_pretrained(folder / "checkpoints" / "encoder-best.pt")
+    assert exported.provenance["epoch"] == best
+    assert exported.provenance["task_probe_auroc_init"] == summary["monitor_before"]
+    line = (f"validation recording-level probe AUROC (12 labelled patients): {summary['monitor_before']:.3f} "
+            f"(random init) -> {summary['monitor_best']:.3f} (best epoch)")
+    assert line in run.stdout, run.stdout[-2000:]

@@ -1,0 +1,84 @@
+"""The pretraining monitor's task probe: scored at the task's level, on a seeded class-stratified label budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lungheart_cl.data.tasks import get_task
+from lungheart_cl.errors import ConfigError
+from lungheart_cl.monitor import monitor_patients, task_probe_score
+from lungheart_cl.probe import logistic_regression
+
+
+def _windows(recordings: int, per_recording: int, recordings_per_patient: int, seed: int):
+    """Window features whose label signal is weak per window (noise) and clear once a recording's windows are
+    averaged; a manifest where each patient holds ``recordings_per_patient`` recordings of one label."""
+    rng = np.random.default_rng(seed)
+    recording_labels = np.arange(recordings) % 2
+    rows_per = np.repeat(np.arange(recordings), per_recording)
+    labels = recording_labels[rows_per]
+    features = rng.normal(size=(len(rows_per), 8))
+    features[:, 0] += 0.6 * (2 * labels - 1) + rng.normal(0, 0.3, recordings)[rows_per]
+    manifest = {"recording_id": np.asarray([f"r{r:03d}" for r in rows_per]),
+                "patient_id": np.asarray([f"p{(r // (2 * recordings_per_patient)) * 2 + r % 2:03d}" for r in rows_per])}
+    return features, labels, manifest
+
+
+def _by_hand(probs: np.ndarray, labels: np.ndarray, keys: np.ndarray) -> tuple[int, float]:
+    """(units, AUROC) of window probabilities averaged per key, written out without metrics.aggregate."""
+    means, unit_labels = {}, {}
+    for p, y, key in zip(probs, labels, keys):
+        means.setdefault(key, []).append(p)
+        unit_labels[key] = y
+    units = sorted(means)
+    return len(units), roc_auc_score([unit_labels[u] for u in units], [np.mean(means[u]) for u in units])
+
+
+@pytest.mark.parametrize("task_name, column", [("normal_vs_abnormal", "recording_id"), ("murmur", "patient_id")])
+def test_the_task_probe_scores_the_average_of_each_units_windows(task_name, column):
+    task = get_task(task_name)  # PhysioNet: windows averaged per recording; CirCor murmur: per patient
+    features, labels, manifest = _windows(recordings=80, per_recording=6, recordings_per_patient=2, seed=0)
+    rows = np.arange(len(labels))
+    bank, val = rows[rows < 240], rows[rows >= 240]  # disjoint recordings and patients
+    score = task_probe_score(features[bank], labels[bank], bank, features[val], labels[val], val, manifest, task, c=1.0)
+
+    pipeline = make_pipeline(StandardScaler(), logistic_regression(1.0, labels[bank])).fit(features[bank], labels[bank])
+    window_probs = pipeline.predict_proba(features[val])[:, 1]
+    units, expected = _by_hand(window_probs, labels[val], manifest[column][val])
+    assert units == len(score.predictions.labels) < score.windows == len(val)
+    assert sorted(score.predictions.ids.tolist()) == sorted(set(manifest[column][val].tolist()))
+    assert score.auroc == pytest.approx(expected, abs=1e-6)
+    window_level = roc_auc_score(labels[val], window_probs)
+    assert abs(window_level - expected) > 0.02, "the construction must tell window- from unit-level scoring"
+
+
+def test_a_segment_level_task_scores_every_window_and_cv_chooses_c_from_the_grid():
+    task = get_task("crackle")
+    features, labels, manifest = _windows(recordings=40, per_recording=5, recordings_per_patient=1, seed=1)
+    rows = np.arange(len(labels))
+    bank, val = rows[rows < 120], rows[rows >= 120]
+    grid = (0.01, 1.0)
+    score = task_probe_score(features[bank], labels[bank], bank, features[val], labels[val], val, manifest, task,
+                             c=None, c_grid=grid)
+    assert len(score.predictions.labels) == score.windows == len(val)
+    assert score.c in grid and score.patients == len(set(manifest["patient_id"][bank].tolist()))
+    assert 0.5 < score.auroc <= 1.0
+
+
+def test_the_label_budget_is_class_stratified_seeded_and_checked():
+    patients = [f"p{i:02d}" for i in range(30)]
+    strata = {p: int(i % 3 == 0) for i, p in enumerate(patients)}  # a third in class 1
+    assert monitor_patients(patients, strata, None, seed=0) == sorted(patients)
+    chosen = monitor_patients(patients, strata, 9, seed=0)
+    assert len(chosen) == 9 and {strata[p] for p in chosen} == {0, 1}
+    assert sum(strata[p] for p in chosen) == 3  # proportional to the class sizes
+    assert chosen == monitor_patients(patients, strata, 9, seed=0)
+    assert chosen != monitor_patients(patients, strata, 9, seed=1)
+    with pytest.raises(ConfigError, match="model.monitor_labelled_patients 31 exceeds the 30"):
+        monitor_patients(patients, strata, 31, seed=0)
+    with pytest.raises(ConfigError, match="model.monitor_labelled_patients 1"):
+        monitor_patients(patients, strata, 1, seed=0)
