@@ -10,10 +10,12 @@ numbers compare on whatever machine runs them:
    the DataLoader workers (numpy/librosa), as the original study's code did;
 4. ``loss``   -- `MetadataNTXent` with negative keys vs a plain SimCLR NT-Xent, over global batch sizes;
 5. ``memory`` -- peak memory of the step benchmark per encoder;
-6. ``gpu``    -- fp32 / bf16 / channels_last / torch.compile step throughput (only with CUDA).
+6. ``gpu``    -- fp32 / bf16 / channels_last / torch.compile step throughput (only with CUDA);
+7. ``heart``  -- pretraining on a real heart pool (PhysioNet 2016, ``--data-root``): pairs/s, data wait,
+   user / system CPU time and epochs per minute, vs glibc's default heap and vs precomputed log-mels.
 
 Benchmark data is generated once under ``cache/bench/`` (untimed) and reused; figures go to a JSON
 file (default ``runs/bench/bench.json``). Speed is measured here, never in unit tests.
 """
 
-SECTIONS = ("cache", "loader", "step", "loss", "memory", "gpu")
+SECTIONS = ("cache", "loader", "step", "loss", "memory", "gpu", "heart")

@@ -109,8 +109,10 @@ def train_step(model: ContrastivePretraining, optimizer: torch.optim.Optimizer, 
 
 def run_steps(loader: DataLoader, model: ContrastivePretraining, to_spec: Callable[[dict], torch.Tensor], *,
               pipeline: str, encoder: str, variant: str = "fp32", warmup: int, steps: int, device: torch.device,
-              amp_dtype: torch.dtype | None = None, measure_rss: bool = False) -> StepResult:
-    """Time `warmup` + `steps` training steps; figures are means over the timed steps.
+              amp_dtype: torch.dtype | None = None, measure_rss: bool = False,
+              max_timed_s: float = math.inf) -> StepResult:
+    """Time `warmup` + `steps` training steps, fewer once the timed ones took `max_timed_s` (a busy
+    machine's budget); figures are means over the timed steps.
 
     `measure_rss` records the peak RSS increase of this process over the loop: meaningful in a fresh
     process only (section 5 runs one per encoder), since memory freed earlier is reused without showing.
@@ -143,8 +145,11 @@ def run_steps(loader: DataLoader, model: ContrastivePretraining, to_spec: Callab
                 first_step_s = data_s + views_s + compute_s
             if i >= warmup:
                 parts += (data_s, views_s, compute_s)
+                if parts.sum() > max_timed_s:
+                    break
         cpu_user_s, cpu_system_s = (end - start for end, start in zip(cpu_times(), cpu_start))
     cpu_s = cpu_user_s + cpu_system_s
+    steps = i + 1 - warmup
     data_ms, views_ms, compute_ms = parts / steps * 1000
     step_ms = data_ms + views_ms + compute_ms
     batch_pairs = len(batch["index"])
