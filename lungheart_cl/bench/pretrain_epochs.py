@@ -6,12 +6,13 @@ by default, with the heart views of experiments/schemes/heart_crops.yaml (Random
 TimeReversal, RandomPassFilter, Gain, AddNoise uniform; 1-s window hops, two crops of a recording) and
 heart_wave.yaml (the same views but the crop, same-segment pairs). Model and data module are built
 from the run configs exactly as ``lungheart-cl pretrain`` builds them (`make_cli`); each case then runs
-section 3's step loop over the real sampler and DataLoader workers, in the bench's process (which
-applied `keep_freed_memory` at start, as the CLI does):
+section 3's step loop over the real sampler and DataLoader workers, in a fresh process that applies
+`keep_freed_memory` as the CLI does (``python -m lungheart_cl.bench.pretrain_epochs --case ...``). Fresh,
+because forked workers share the parent's heap copy-on-write: a heap kept large by earlier sections
+would be copied page by page, in the kernel, during the timed steps.
 
 - heart_crops with 2 and 0 workers, heart_wave with 2 workers;
-- heart_crops with 2 workers and glibc's default heap, the baseline: in a fresh process with
-  ``LUNGHEART_NO_MALLOPT=1`` (``python -m lungheart_cl.bench.pretrain_epochs --case ...``);
+- heart_crops with 2 workers and glibc's default heap (``LUNGHEART_NO_MALLOPT=1``), the baseline;
 - time_mask (spectrogram views only) with the log-mel front end per batch, as training runs, against
   the same steps on log-mels precomputed once for the whole cache. This variant exists here only, as
   a measurement: it cannot serve waveform views, which need the waveform.
@@ -81,7 +82,7 @@ class Case:
     name: str
     scheme: str  # experiments/schemes/<scheme>.yaml on experiments/physionet2016/pretrain.yaml
     workers: int
-    mallopt: bool = True  # False: in a fresh process with LUNGHEART_NO_MALLOPT=1
+    mallopt: bool = True  # False: its process runs with LUNGHEART_NO_MALLOPT=1
     precomputed: bool = False  # log-mels computed once for the cache instead of per batch
 
 
@@ -170,13 +171,15 @@ def precomputed_views(model, batch: dict) -> torch.Tensor:
 
 
 def measure(case: Case, root: Path, cache_dir: Path, sizes: HeartSizes, mallopt: bool) -> EpochResult:
-    """Build the run as `lungheart-cl pretrain` would, then time `sizes.warmup` + `sizes.steps` steps."""
+    """Build the run as `lungheart-cl pretrain` would, then time `sizes.warmup` + `sizes.steps` steps;
+    `mallopt` says whether this process keeps its freed memory (`keep_freed_memory`)."""
     from lungheart_cl.data.statistics import fit_frontend_statistics
     from lungheart_cl.lightning_cli import make_cli
 
     start = time.perf_counter()
     lightning_log = logging.getLogger("lightning.pytorch")
-    level, _ = lightning_log.level, lightning_log.setLevel(logging.WARNING)  # no "GPU available" per case
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)  # no "GPU available ..." lines per case
     try:
         cli = make_cli("pretrain", run_args(case.scheme, root, cache_dir, sizes.batch_pairs, case.workers))
     finally:
@@ -229,16 +232,27 @@ def data_root(ctx: Context, given: Path | None) -> Path:
     return root
 
 
-def measure_in_subprocess(ctx: Context, case: Case, root: Path) -> EpochResult:
-    """One case in a fresh process, with LUNGHEART_NO_MALLOPT=1 unless the case keeps the heap."""
-    env = {k: v for k, v in os.environ.items() if k != NO_MALLOPT_ENV} | ({} if case.mallopt else {NO_MALLOPT_ENV: "1"})
-    command = [sys.executable, "-m", "lungheart_cl.bench.pretrain_epochs", "--case", case.name, "--data-root",
-               str(root), "--cache-dir", str(Path(ctx.cache_root).resolve())] + (["--quick"] if ctx.quick else [])
-    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, timeout=1800)
+def measure_in_subprocess(ctx: Context, cases: list[Case], root: Path) -> list[EpochResult]:
+    """The cases in turn in one fresh process, with LUNGHEART_NO_MALLOPT=1 unless they keep the heap."""
+    mallopt = {case.mallopt for case in cases}
+    if len(mallopt) != 1:
+        raise ValueError("cases measured in one process must share its heap setting")
+    env = {k: v for k, v in os.environ.items() if k != NO_MALLOPT_ENV} | ({} if mallopt.pop() else {NO_MALLOPT_ENV: "1"})
+    command = [sys.executable, "-m", "lungheart_cl.bench.pretrain_epochs", "--case", *(c.name for c in cases),
+               "--data-root", str(root), "--cache-dir", str(Path(ctx.cache_root).resolve())]
+    command += ["--quick"] if ctx.quick else []
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, timeout=3600)
     if done.returncode != 0:
-        raise RuntimeError(f"case {case.name!r} failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
-    fields = json.loads(done.stdout.strip().splitlines()[-1])
-    return EpochResult(**{**fields, "step": StepResult(**fields["step"])})
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    lines = done.stdout.strip().splitlines()[-len(cases):]
+    return [EpochResult(**{**fields, "step": StepResult(**fields["step"])}) for fields in map(json.loads, lines)]
+
+
+def process_groups(quick: bool) -> list[list[Case]]:
+    """A fresh process per case; --quick: one per heap setting, to keep the test short."""
+    if not quick:
+        return [[case] for case in CASES]
+    return [[c for c in CASES if c.mallopt], [c for c in CASES if not c.mallopt]]
 
 
 def figure(result: EpochResult, name: str) -> float:
@@ -252,17 +266,18 @@ def run(ctx: Context, given_root: Path | None = None) -> HeartSection:
         reason = f"no PhysioNet 2016 recordings (training-*/ folders) at {root}; give one with --data-root"
         print(f"\n[7] real-data pretraining skipped: {reason}")
         return HeartSection(str(root), skipped=reason)
-    print(f"\n[7] real-data pretraining on {root}: {len(CASES)} cases (cache and statistics untimed) ...", flush=True)
+    print(f"\n[7] real-data pretraining on {root}: {len(CASES)} cases{'' if ctx.quick else ', a fresh process each'} "
+          f"(cache and statistics untimed) ...", flush=True)
     section = HeartSection(str(root))
-    kept = keep_freed_memory()  # again (idempotent): whether this process's heap is kept
-    for case in CASES:
+    by_name: dict[str, EpochResult] = {}
+    for cases in process_groups(ctx.quick):
         start = time.perf_counter()
-        result = (measure(case, root, Path(ctx.cache_root).resolve(), sizes, kept) if case.mallopt
-                  else measure_in_subprocess(ctx, case, root))
-        section.results.append(result)
-        print(f"  {case.name}: {result.pairs_per_s:.1f} pairs/s over {result.step.steps} steps "
-              f"({time.perf_counter() - start:.0f} s with setup)", flush=True)
-    by_name = {r.case: r for r in section.results}
+        for result in measure_in_subprocess(ctx, cases, root):
+            by_name[result.case] = result
+            print(f"  {result.case}: {result.pairs_per_s:.1f} pairs/s over {result.step.steps} steps "
+                  f"(setup {result.setup_s:.0f} s)", flush=True)
+        print(f"  ({time.perf_counter() - start:.0f} s with the process start)", flush=True)
+    section.results = [by_name[case.name] for case in CASES]
     for label, a, b, name in RATIOS:
         if a in by_name and b in by_name:
             section.ratios[label] = figure(by_name[a], name) / figure(by_name[b], name)
@@ -306,21 +321,22 @@ def print_section(section: HeartSection, sizes: HeartSizes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """One case in this (fresh) process; prints its result as a JSON line."""
+    """The given cases in turn in this (fresh) process; prints each result as a JSON line."""
     mallopt = keep_freed_memory()  # as the CLI does; LUNGHEART_NO_MALLOPT=1 for the baseline
     parser = argparse.ArgumentParser(prog="python -m lungheart_cl.bench.pretrain_epochs")
-    parser.add_argument("--case", choices=[c.name for c in CASES], required=True)
+    parser.add_argument("--case", nargs="+", choices=[c.name for c in CASES], required=True)
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    case = next(c for c in CASES if c.name == args.case)
-    try:
-        result = measure(case, args.data_root, args.cache_dir, QUICK_HEART if args.quick else FULL_HEART, mallopt)
-    except UserError as error:  # a bad data root: one line
-        print(f"lungheart-cl bench: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(asdict(result)))
+    sizes = QUICK_HEART if args.quick else FULL_HEART
+    for case in (c for name in args.case for c in CASES if c.name == name):
+        try:
+            result = measure(case, args.data_root, args.cache_dir, sizes, mallopt)
+        except UserError as error:  # a bad data root: one line
+            print(f"lungheart-cl bench: {error}", file=sys.stderr)
+            return 2
+        print(json.dumps(asdict(result)), flush=True)
     return 0
 
 
