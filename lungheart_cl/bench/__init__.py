@@ -13,9 +13,11 @@ numbers compare on whatever machine runs them:
 6. ``gpu``    -- fp32 / bf16 / channels_last / torch.compile step throughput (only with CUDA);
 7. ``pool``   -- a pretraining pool of two synthetic heart sources: its cache build vs the sources' own builds,
    its DataLoader vs one source's.
+8. ``heart``  -- pretraining on a real heart pool (PhysioNet 2016, ``--data-root``): pairs/s, data wait,
+   user / system CPU time and epochs per minute, vs glibc's default heap and vs precomputed log-mels.
 
 Benchmark data is generated once under ``cache/bench/`` (untimed) and reused; figures go to a JSON
 file (default ``runs/bench/bench.json``). Speed is measured here, never in unit tests.
 """
 
-SECTIONS = ("cache", "loader", "step", "loss", "memory", "gpu", "pool")
+SECTIONS = ("cache", "loader", "step", "loss", "memory", "gpu", "pool", "heart")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from lungheart_cl.bench import SECTIONS, cache_build, gpu, loader, loss, memory, pool, steps
+from lungheart_cl.bench import SECTIONS, cache_build, gpu, loader, loss, memory, pool, pretrain_epochs, steps
 from lungheart_cl.bench.common import FULL, QUICK, Context
 
-RUN_ORDER = ("cache", "loader", "pool", "step", "loss", "gpu", "memory")  # memory reports what step and gpu measured
+RUN_ORDER = ("cache", "loader", "pool", "step", "loss", "gpu", "memory", "heart")  # memory reports what step and gpu measured
 SOFT_BUDGET_S = 270  # after data preparation, no further alternating rounds: a busy machine still ends in 10 min
 
 
@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"names or numbers 1-{len(SECTIONS)}: {' '.join(SECTIONS)}")
     parser.add_argument("--data-dir", type=Path, default=Path("cache/bench"),
                         help="benchmark data, generated once and reused")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="section heart: a PhysioNet 2016 root (default: ../shared/data/physionet2016 beside "
+                             "the repository; --quick: a tiny synthetic one)")
     args = parser.parse_args(argv)
     chosen = set()
     for name in args.sections:
@@ -42,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_section(name: str, ctx: Context, results: dict):
+def run_section(name: str, ctx: Context, results: dict, args: argparse.Namespace):
     if name == "cache":
         return cache_build.run(ctx)
     if name == "loader":
@@ -55,6 +58,8 @@ def run_section(name: str, ctx: Context, results: dict):
         return loss.run(ctx)
     if name == "gpu":
         return gpu.run(ctx)
+    if name == "heart":
+        return pretrain_epochs.run(ctx, args.data_root)
     return memory.run(ctx, results)
 
 
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sections:
         section_start = time.perf_counter()
         try:
-            results[name] = run_section(name, ctx, results)
+            results[name] = run_section(name, ctx, results, args)
         except Exception:  # noqa: BLE001 -- one broken section must not hide the others' figures
             errors[name] = traceback.format_exc()
             print(f"\nsection {name} FAILED:\n{errors[name]}", file=sys.stderr, flush=True)

@@ -120,16 +120,18 @@ def alternate(ctx: Context, **measures: Callable[[], T]) -> dict[str, list[T]]:
     return results
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its live children (DataLoader workers), from /proc; process time
-    alone where /proc is missing. Unlike wall time, it barely moves when other work shares the CPUs."""
-    total = time.process_time()
+def cpu_times() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process and its live children (DataLoader workers), from /proc;
+    this process alone where /proc is missing. Unlike wall time, it barely moves when other work shares
+    the CPUs; system time is the kernel's share (page faults, memory mapping)."""
+    own = os.times()
+    user, system = own.user, own.system
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     me = str(os.getpid())
     try:
         names = os.listdir("/proc")
     except OSError:
-        return total
+        return user, system
     for name in names:
         if not name.isdigit():
             continue
@@ -139,8 +141,9 @@ def cpu_seconds() -> float:
         except OSError:
             continue
         if fields[1] == me:  # ppid; then utime and stime are fields 14 and 15 of stat
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+    return user, system
 
 
 def timed(fn, *args, **kwargs):

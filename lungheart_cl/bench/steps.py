@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lungheart_cl.bench.common import Check, Context, Stopwatch, alternate, batches_of, cpu_seconds, peak_rss, table
+from lungheart_cl.bench.common import Check, Context, Stopwatch, alternate, batches_of, cpu_times, peak_rss, table
 from lungheart_cl.bench.loader import epoch_pairs
 from lungheart_cl.data.statistics import fit_frontend_statistics
 from lungheart_cl.encoders import ResNet18Encoder, SmallCNN
@@ -51,6 +51,8 @@ class StepResult:
     first_step_s: float  # the first warm-up step (includes torch.compile's compile time when compiling)
     peak_rss_mb: float | None = None  # main process, above its level before the loop
     cuda_peak_mb: float | None = None
+    cpu_user_s: float | None = None  # CPU time of the timed steps (main process + workers) in user space
+    cpu_system_s: float | None = None  # ... and in the kernel (page faults, memory mapping)
 
 
 @dataclass
@@ -107,8 +109,10 @@ def train_step(model: ContrastivePretraining, optimizer: torch.optim.Optimizer, 
 
 def run_steps(loader: DataLoader, model: ContrastivePretraining, to_spec: Callable[[dict], torch.Tensor], *,
               pipeline: str, encoder: str, variant: str = "fp32", warmup: int, steps: int, device: torch.device,
-              amp_dtype: torch.dtype | None = None, measure_rss: bool = False) -> StepResult:
-    """Time `warmup` + `steps` training steps; figures are means over the timed steps.
+              amp_dtype: torch.dtype | None = None, measure_rss: bool = False,
+              max_timed_s: float = math.inf) -> StepResult:
+    """Time `warmup` + `steps` training steps, fewer once the timed ones took `max_timed_s` (a busy
+    machine's budget); figures are means over the timed steps.
 
     `measure_rss` records the peak RSS increase of this process over the loop: meaningful in a fresh
     process only (section 5 runs one per encoder), since memory freed earlier is reused without showing.
@@ -124,7 +128,7 @@ def run_steps(loader: DataLoader, model: ContrastivePretraining, to_spec: Callab
     with peak_rss() as rss, batches_of(loader) as stream:
         for i in range(warmup + steps):
             if i == warmup:
-                cpu_start = cpu_seconds()
+                cpu_start = cpu_times()
             watch = Stopwatch()
             batch = next(stream)
             data_s = watch.lap()
@@ -141,7 +145,11 @@ def run_steps(loader: DataLoader, model: ContrastivePretraining, to_spec: Callab
                 first_step_s = data_s + views_s + compute_s
             if i >= warmup:
                 parts += (data_s, views_s, compute_s)
-        cpu_s = cpu_seconds() - cpu_start
+                if parts.sum() > max_timed_s:
+                    break
+        cpu_user_s, cpu_system_s = (end - start for end, start in zip(cpu_times(), cpu_start))
+    cpu_s = cpu_user_s + cpu_system_s
+    steps = i + 1 - warmup
     data_ms, views_ms, compute_ms = parts / steps * 1000
     step_ms = data_ms + views_ms + compute_ms
     batch_pairs = len(batch["index"])
@@ -149,7 +157,7 @@ def run_steps(loader: DataLoader, model: ContrastivePretraining, to_spec: Callab
     return StepResult(pipeline, encoder, device.type, variant, batch_pairs, steps, data_ms, views_ms, compute_ms,
                       step_ms, data_ms / step_ms, batch_pairs / step_ms * 1000, cpu_s / (steps * batch_pairs) * 1000,
                       cpu_s / (steps * step_ms / 1000), first_step_s,
-                      rss["mb"] if measure_rss else None, cuda_mb)
+                      rss["mb"] if measure_rss else None, cuda_mb, cpu_user_s, cpu_system_s)
 
 
 def bench_ours(dm, encoder: str, *, warmup: int, steps: int, device: torch.device, variant: str = "fp32",
