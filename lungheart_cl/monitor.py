@@ -20,7 +20,7 @@ from torchmetrics.functional.classification import binary_auroc, multiclass_auro
 from lungheart_cl.data.splits import LabelFractionError, label_budget_patients
 from lungheart_cl.data.tasks import Task
 from lungheart_cl.errors import ConfigError
-from lungheart_cl.metrics import Predictions, aggregate, metric_function
+from lungheart_cl.metrics import Predictions, aggregate
 from lungheart_cl.probe import fit_logistic_probe, logistic_regression
 
 # C for the task probe's cross-validation: decades over the downstream probe's range (`probe.DEFAULT_C_GRID`),
@@ -86,7 +86,7 @@ def task_probe_score(bank: np.ndarray, bank_labels: np.ndarray, bank_rows: np.nd
     and return that AUROC. ``c`` None: C chosen from `c_grid` by the patient-grouped cross-validation of
     ``model.mode logistic`` (`probe.fit_logistic_probe`), scored at the task's level too."""
     bank, val = np.asarray(bank, dtype=np.float64), np.asarray(val, dtype=np.float64)
-    metric = metric_function(task)
+    metric = task.score
 
     def at_task_level(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> tuple[Predictions, float]:
         predictions = aggregate(probs, labels, rows, manifest, task.level)

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lungheart_cl.data.tasks import get_task
+from lungheart_cl.data.sources import get_spec
 from lungheart_cl.errors import ConfigError
 from lungheart_cl.monitor import monitor_patients, task_probe_score
 from lungheart_cl.probe import logistic_regression
@@ -38,9 +38,10 @@ def _by_hand(probs: np.ndarray, labels: np.ndarray, keys: np.ndarray) -> tuple[i
     return len(units), roc_auc_score([unit_labels[u] for u in units], [np.mean(means[u]) for u in units])
 
 
-@pytest.mark.parametrize("task_name, column", [("normal_vs_abnormal", "recording_id"), ("murmur", "patient_id")])
-def test_the_task_probe_scores_the_average_of_each_units_windows(task_name, column):
-    task = get_task(task_name)  # PhysioNet: windows averaged per recording; CirCor murmur: per patient
+@pytest.mark.parametrize("dataset, task_name, column", [("physionet2016", "normal_vs_abnormal", "recording_id"),
+                                                         ("circor2022", "murmur", "patient_id")])
+def test_the_task_probe_scores_the_average_of_each_units_windows(dataset, task_name, column):
+    task = get_spec(dataset).task(task_name)  # PhysioNet: windows averaged per recording; CirCor murmur: per patient
     features, labels, manifest = _windows(recordings=80, per_recording=6, recordings_per_patient=2, seed=0)
     rows = np.arange(len(labels))
     bank, val = rows[rows < 240], rows[rows >= 240]  # disjoint recordings and patients
@@ -57,7 +58,7 @@ def test_the_task_probe_scores_the_average_of_each_units_windows(task_name, colu
 
 
 def test_a_segment_level_task_scores_every_window_and_cv_chooses_c_from_the_grid():
-    task = get_task("crackle")
+    task = get_spec("icbhi").task("crackle")
     features, labels, manifest = _windows(recordings=40, per_recording=5, recordings_per_patient=1, seed=1)
     rows = np.arange(len(labels))
     bank, val = rows[rows < 120], rows[rows >= 120]
