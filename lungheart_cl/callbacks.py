@@ -79,7 +79,8 @@ def _data_summary(trainer: L.Trainer) -> dict:
 
 def _level(trainer: L.Trainer) -> str:
     data = getattr(trainer, "datamodule", None)
-    return data.task.level if data is not None and hasattr(data, "task") else "task"
+    task = getattr(data, "task", None)
+    return task.level if task is not None else "task"
 
 
 def _format(summary: dict, level: str = "task") -> str:
@@ -89,7 +90,7 @@ def _format(summary: dict, level: str = "task") -> str:
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     before, best = summary["monitor_before"], summary["monitor_best"]
     monitor = (f"{name}: {fmt(before)} (random init) -> {fmt(best)} (best epoch)" if before is not None or best is not None
-               else "monitor: none (no labels: the last encoder is kept)")
+               else "kNN AUROC: none (no labels, so no monitor: the last encoder is kept)")
     return "\n".join([
         "", "pretraining finished",
         f"  validation {monitor}",

@@ -98,7 +98,8 @@ class ContrastivePretraining(L.LightningModule):
         if data.sample_rate != self.frontend.sample_rate:
             raise ValueError(f"model front end expects {self.frontend.sample_rate} Hz audio but the data module "
                              f"serves {data.sample_rate} Hz; set model.sample_rate (the CLI links it)")
-        if self.monitor_patients is None:  # a resumed run then restores its checkpoint's draw (`on_load_checkpoint`)
+        # unlabelled data has no monitor; a resumed run restores its checkpoint's draw (`on_load_checkpoint`)
+        if self.probe is not None and self.monitor_patients is None:
             bank = data.monitor_bank_rows()
             self.monitor_patients = monitor_patients(
                 sorted(set(data.manifest["patient_id"][bank].tolist())), data.task.patient_strata(data.manifest),
