@@ -49,6 +49,38 @@ def test_sweep_specs_load_and_name_existing_configs(spec):
     assert loaded.label_fractions and loaded.seeds and loaded.evaluations
 
 
+@pytest.mark.parametrize("spec", sorted((EXPERIMENTS / "heart").glob("*.yaml")), ids=lambda p: p.stem)
+def test_heart_sweep_specs_load_and_name_existing_configs_and_encoders_of_the_pretraining_script(spec):
+    loaded = SweepSpec.load(spec)
+    assert (EXPERIMENTS.parent / loaded.finetune_config).is_file()
+    assert loaded.label_budgets and loaded.seeds and loaded.baselines
+    script = (EXPERIMENTS / "heart" / "pretrain.sh").read_text()
+    for baseline in loaded.baselines:  # every encoder is one the pretraining script writes (CORPUS-RECIPE)
+        checkpoint = baseline.args.get("model.checkpoint")
+        if checkpoint is not None:
+            corpus_recipe = Path(checkpoint).parts[3]
+            corpus, recipe = corpus_recipe.split("-", 1)
+            assert corpus in script and (EXPERIMENTS / "schemes" / f"{recipe}.yaml").is_file(), checkpoint
+            assert Path(checkpoint).name in {"encoder-init.pt", "encoder-best.pt", "encoder-last.pt"}
+
+
+def _resolved_config(args: list[str]) -> dict:
+    cli = make_cli("pretrain", [*args, "--trainer.logger", "false", "--trainer.default_root_dir", "runs"])
+    config = cli.config.as_dict()
+    config.pop("config", None)
+    return config
+
+
+def test_heart_default_is_the_recipe_the_pretraining_script_ran():
+    """experiments/heart_default.yaml = the PhysioNet base + heart_crops + experiments/heart/pretrain.sh's flags."""
+    script = ["--config", str(EXPERIMENTS / "physionet2016" / "pretrain.yaml"),
+              "--config", str(EXPERIMENTS / "schemes" / "heart_crops.yaml"),
+              "--model.encoder", "lungheart_cl.encoders.SmallCNN", "--model.channel_norm", "false",
+              "--data.num_workers", "2", "--trainer.max_epochs", "12", "--seed_everything", "0", "--data.seed", "0",
+              "--data.hop_seconds", "4.0", "--data.root", "../shared/data/physionet2016"]
+    assert _resolved_config(["--config", str(EXPERIMENTS / "heart_default.yaml")]) == _resolved_config(script)
+
+
 def test_heart_schemes_are_named_heart_and_use_the_heart_recipe():
     assert {"heart_wave", "heart_crops", "heart_crops+meta_neg_same_age_group_and_sex"} <= {p.stem for p in HEART_SCHEMES}
     for scheme in HEART_SCHEMES:
