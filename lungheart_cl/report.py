@@ -57,7 +57,8 @@ __doc__ = f"{__doc__ or ''}{_PANEL_HELP}"
 
 RESULT_FIELDS = ("dataset", "task", "scheme", "mode", "label_fraction", "seed", "metrics")
 MODES = ("linear", "finetune", "scratch")
-PANELS = (("linear", "Linear probe"), ("finetune", "Fine-tune"))
+PANELS = (("linear", "Linear probe"), ("logistic", "Logistic probe"), ("finetune", "Fine-tune"))
+OPTIONAL_PANELS = {"logistic"}  # drawn only when some run used it
 BASELINE_STYLES = {
     "random_init": {"color": "#8c8c8c", "linestyle": "--", "marker": "v"},
     "supervised_scratch": {"color": "#2b2b2b", "linestyle": "--", "marker": "s"},
@@ -409,16 +410,18 @@ def _format_axes(ax, xs: Sequence[float], axis: str, metric: str, title: str) ->
 
 def plot_dataset_task(ours: Sequence[Row], published: Sequence[Row], styles: dict[str, dict],
                       out_path: str | Path) -> Path:
-    """Linear | fine-tune panels of metric vs label fraction or budget (one kind per figure: ``ours`` are of one
+    """Linear | (logistic, when run) | fine-tune panels of metric vs label fraction or budget (one kind per figure: ``ours`` are of one
     axis, ``published`` only beside fractions); the scratch baseline is drawn in both."""
     first = ours[0]
     our_schemes = {r.scheme for r in ours}
     published = [r for r in published if r.scheme in our_schemes]  # only where a scheme matches ours
     xs = sorted({r.x for r in [*ours, *published]})
-    figure = Figure(figsize=(12, 4.6), dpi=150, layout="constrained")
+    panels = [(mode, title) for mode, title in PANELS
+              if mode not in OPTIONAL_PANELS or any(r.mode == mode for r in ours)]
+    figure = Figure(figsize=(6 * len(panels), 4.6), dpi=150, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2, sharey=True)
-    for ax, (mode, title) in zip(axes, PANELS):
+    axes = figure.subplots(1, len(panels), sharey=True)
+    for ax, (mode, title) in zip(axes, panels):
         shown = {mode, "scratch"}
         panel = [r for r in ours if r.mode in shown]
         panel_schemes = sorted({r.scheme for r in panel})

@@ -187,3 +187,18 @@ def test_budget_runs_are_cells_of_their_own_with_their_own_table_and_figure(tmp_
     assert text.count("### Beside the published values") == 1  # the study published fractions only
     figures = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
     assert figures == ["icbhi-healthy_vs_disease-auroc-budgets.png", "icbhi-healthy_vs_disease-auroc.png"]
+
+
+def test_logistic_probe_runs_get_a_panel_of_their_own(tmp_path: Path):
+    """The logistic probe (model.mode logistic) was in the tables but in no panel of the figure."""
+    rows = [report.Row(dataset="physionet2016", task="normal_vs_abnormal", level="recording", scheme=scheme,
+                       mode=mode, label_fraction=None, metric="auroc", mean=mean, std=0.01, ci_low=mean - 0.05,
+                       ci_high=mean + 0.05, n=3, values=(mean,) * 3, seeds=(0, 1, 2), label_budget=budget)
+            for scheme, mode, base in (("heart_crops.last", "logistic", 0.70), ("heart_crops.init", "logistic", 0.65),
+                                       ("supervised_scratch", "scratch", 0.68))
+            for budget, mean in ((20, base), (40, base + 0.05))]
+    styles = report.scheme_styles({r.scheme for r in rows})
+    figure_path = report.plot_dataset_task(rows, [], styles, tmp_path / "f.png")
+    assert imread(figure_path).shape[1] > 2.5 * 6 * 150 * 0.9  # three panels: linear, logistic, fine-tune
+    without = report.plot_dataset_task([r for r in rows if r.mode != "logistic"], [], styles, tmp_path / "g.png")
+    assert imread(without).shape[1] < 2.2 * 6 * 150  # no logistic runs: the two panels as before
