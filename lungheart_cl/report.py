@@ -410,8 +410,8 @@ def _format_axes(ax, xs: Sequence[float], axis: str, metric: str, title: str) ->
 
 def plot_dataset_task(ours: Sequence[Row], published: Sequence[Row], styles: dict[str, dict],
                       out_path: str | Path) -> Path:
-    """Linear | (logistic, when run) | fine-tune panels of metric vs label fraction or budget (one kind per figure: ``ours`` are of one
-    axis, ``published`` only beside fractions); the scratch baseline is drawn in both."""
+    """Linear | logistic (when run) | fine-tune panels of metric vs label fraction or budget (one kind per
+    figure: ``ours`` are of one axis, ``published`` only beside fractions); scratch is drawn in every panel."""
     first = ours[0]
     our_schemes = {r.scheme for r in ours}
     published = [r for r in published if r.scheme in our_schemes]  # only where a scheme matches ours

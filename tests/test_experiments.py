@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lungheart_cl.lightning_cli import make_cli, run_lightning_cli
 from lungheart_cl.losses import MetadataNTXent
@@ -64,21 +67,23 @@ def test_heart_sweep_specs_load_and_name_existing_configs_and_encoders_of_the_pr
             assert Path(checkpoint).name in {"encoder-init.pt", "encoder-best.pt", "encoder-last.pt"}
 
 
-def _resolved_config(args: list[str]) -> dict:
-    cli = make_cli("pretrain", [*args, "--trainer.logger", "false", "--trainer.default_root_dir", "runs"])
-    config = cli.config.as_dict()
-    config.pop("config", None)
+def _printed_config(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """A pretraining command's resolved config (`--print_config`), without where it logs and saves."""
+    out = subprocess.run(command, cwd=EXPERIMENTS.parent, env={**os.environ, **(env or {})}, capture_output=True,
+                         text=True, check=True).stdout
+    config = yaml.safe_load(out)
+    for key in ("logger", "default_root_dir"):
+        config["trainer"].pop(key)
     return config
 
 
 def test_heart_default_is_the_recipe_the_pretraining_script_ran():
-    """experiments/heart_default.yaml = the PhysioNet base + heart_crops + experiments/heart/pretrain.sh's flags."""
-    script = ["--config", str(EXPERIMENTS / "physionet2016" / "pretrain.yaml"),
-              "--config", str(EXPERIMENTS / "schemes" / "heart_crops.yaml"),
-              "--model.encoder", "lungheart_cl.encoders.SmallCNN", "--model.channel_norm", "false",
-              "--data.num_workers", "2", "--trainer.max_epochs", "12", "--seed_everything", "0", "--data.seed", "0",
-              "--data.hop_seconds", "4.0", "--data.root", "../shared/data/physionet2016"]
-    assert _resolved_config(["--config", str(EXPERIMENTS / "heart_default.yaml")]) == _resolved_config(script)
+    """experiments/heart_default.yaml = what experiments/heart/pretrain.sh runs for heart_crops on PhysioNet 2016."""
+    script = _printed_config(["bash", "experiments/heart/pretrain.sh", "heart_crops"],
+                             env={"PRINT": "1", "PY": sys.executable, "ROOT": "../shared/data"})
+    default = _printed_config([sys.executable, "-m", "lungheart_cl", "pretrain",
+                               "--config", "experiments/heart_default.yaml", "--print_config"])
+    assert default == script
 
 
 def test_heart_schemes_are_named_heart_and_use_the_heart_recipe():

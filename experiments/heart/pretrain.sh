@@ -8,7 +8,8 @@
 # (the same network before training), encoder-best.pt (best validation kNN AUROC) and encoder-last.pt under
 # runs/heart/pretrain/CORPUS-RECIPE/version_N/checkpoints/.
 # Usage, from the repository root:  CORPUS=circor2022 experiments/heart/pretrain.sh heart_crops [RECIPE ...]
-# (ROOT=folder holding physionet2016/ and circor2022/ to override ../shared/data; PY= the interpreter)
+# (ROOT=folder holding physionet2016/ and circor2022/ to override ../shared/data; PY= the interpreter;
+#  PRINT=1 prints each run's resolved config instead of running it: tests/test_experiments.py compares it)
 set -euo pipefail
 CORPUS=${CORPUS:-physionet2016}
 ROOT=${ROOT:-../shared/data}
