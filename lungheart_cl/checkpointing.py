@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lungheart_cl.encoders import Encoder, build_encoder
+from lungheart_cl.encoders import Encoder, UnknownEncoderError, build_encoder
 from lungheart_cl.errors import UserError
 from lungheart_cl.frontend import LogMelFrontend
 
@@ -130,7 +130,10 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
         encoder_config, frontend_config, encoder_state, frontend_state, provenance = _pretrained_parts(path, payload)
     except KeyError as error:
         raise CheckpointError(f"{path}: incomplete lungheart-cl checkpoint (no {error} entry)") from error
-    encoder = build_encoder(encoder_config)
+    try:
+        encoder = build_encoder(encoder_config)
+    except UnknownEncoderError as error:
+        raise CheckpointError(f"{path}: {error}") from error
     result = encoder.load_state_dict(encoder_state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"{path}: weights do not fit {encoder_config['class_path']} "

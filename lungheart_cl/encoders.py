@@ -2,11 +2,11 @@
 
 Every encoder subclasses `Encoder`, which records its class path and constructor arguments, so a
 checkpoint or exported encoder can rebuild exactly the same network and a mismatch is caught.
+Defining a subclass registers it; a checkpoint's class path is looked up there, never imported.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -14,10 +14,25 @@ import torchvision
 from torch import Tensor, nn
 
 
+from lungheart_cl.errors import UserError
+
+# class path -> Encoder subclass, filled as subclasses are defined (ours on import, a user's when the
+# configuration that names it is parsed)
+_DEFINED: dict[str, type["Encoder"]] = {}
+
+
+class UnknownEncoderError(UserError, ImportError):
+    """A saved encoder's class path names no Encoder defined in this process."""
+
+
 class Encoder(nn.Module):
     """Base class: maps (B, 1, n_mels, frames) to (B, embedding_dim)."""
 
     embedding_dim: int
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        _DEFINED[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     def __init__(self, **init_args: Any):
         super().__init__()
@@ -30,11 +45,17 @@ class Encoder(nn.Module):
 
 
 def build_encoder(config: dict) -> Encoder:
-    """Rebuild an encoder from its `config` (class_path + init_args)."""
-    module_name, _, class_name = config["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(cls, type) and issubclass(cls, Encoder)):
-        raise TypeError(f"{config['class_path']} is not a lungheart_cl Encoder")
+    """Rebuild an encoder from its `config` (class_path + init_args) saved in a checkpoint.
+
+    Only an `Encoder` subclass already defined is built: importing the module a file names would run
+    that module's code, and a checkpoint must never execute code when loaded.
+    """
+    class_path = str(config["class_path"])
+    cls = _DEFINED.get(class_path)
+    if cls is None:
+        raise UnknownEncoderError(
+            f"encoder {class_path!r} is not a defined lungheart_cl Encoder; if it is your own, name it in the "
+            f"configuration (model.encoder.class_path) or import its module before loading the checkpoint")
     return cls(**config.get("init_args", {}))
 
 

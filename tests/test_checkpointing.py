@@ -229,3 +229,52 @@ def test_pretrain_finetune_predict_chain_loads_every_file_it_writes(uninterrupte
     assert rows and all(row["file"] == str(wav) for row in rows)
     probabilities = [[float(v) for k, v in row.items() if k.startswith("p_")] for row in rows]
     assert np.allclose(np.sum(probabilities, axis=1), 1.0, atol=1e-3)
+
+
+# Imported, this module creates the file named by LUNGHEART_TEST_MARKER: a checkpoint naming it must not import it.
+IMPORT_SIDE_EFFECT = """
+import os
+open(os.environ["LUNGHEART_TEST_MARKER"], "w").close()
+from lungheart_cl.encoders import SmallCNN as Trojan
+"""
+
+
+@pytest.fixture
+def naming_a_module(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """An exported encoder (plain data, loads with weights_only) whose class path names a module with side effects."""
+    from lungheart_cl.checkpointing import export_encoder
+    from lungheart_cl.encoders import SmallCNN
+
+    (tmp_path / "trojan_encoder.py").write_text(IMPORT_SIDE_EFFECT)
+    marker = tmp_path / "imported"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LUNGHEART_TEST_MARKER", str(marker))
+    path = export_encoder(SmallCNN(channels=(8, 16)), LogMelFrontend(), tmp_path / "encoder.pt", {})
+    payload = torch.load(path, weights_only=True)
+    payload["encoder_config"]["class_path"] = "trojan_encoder.Trojan"
+    torch.save(payload, path)
+    return path, marker
+
+
+def test_a_class_path_in_a_checkpoint_is_looked_up_never_imported(naming_a_module):
+    path, marker = naming_a_module
+    with pytest.raises(CheckpointError) as refused:
+        load_pretrained(path)
+    assert not marker.exists(), "loading the checkpoint imported the module it names"
+    message = str(refused.value)
+    assert str(path) in message and "trojan_encoder.Trojan" in message and "\n" not in message
+
+
+def test_an_encoder_defined_before_loading_is_rebuilt(tmp_path):
+    """A user's own Encoder subclass, defined (imported) in this process, loads from its exported file."""
+    from lungheart_cl.checkpointing import export_encoder
+    from lungheart_cl.encoders import SmallCNN
+
+    class WiderCNN(SmallCNN):
+        pass
+
+    encoder = WiderCNN(channels=(8, 16))
+    path = export_encoder(encoder, LogMelFrontend(), tmp_path / "encoder.pt", {})
+    loaded = load_pretrained(path).encoder
+    assert type(loaded) is WiderCNN
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), encoder.state_dict().values()))

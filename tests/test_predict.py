@@ -367,3 +367,17 @@ def test_recordings_without_scoreable_sound_are_refused_and_clipped_ones_flagged
     (clip_reason,) = {r["reason"] for r in by_file[clipped]}
     assert "full scale" in clip_reason and f"{clipped}: {clip_reason}" in done.stderr
     assert f"{len(refused)} of {len(files)} file(s) refused" in done.stderr
+
+
+def test_a_classifier_checkpoint_naming_a_module_does_not_import_it(tmp_path, monkeypatch):
+    (tmp_path / "trojan_head.py").write_text("open(__file__ + '.imported', 'w').close()\n"
+                                             "from lungheart_cl.encoders import SmallCNN as Trojan\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _save(_classifier(), tmp_path / "model.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["lungheart_cl"]["encoder_config"]["class_path"] = "trojan_head.Trojan"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="trojan_head.Trojan") as refused:
+        load_classifier(path)
+    assert not (tmp_path / "trojan_head.py.imported").exists(), "loading the checkpoint imported the module it names"
+    assert str(path) in str(refused.value)
