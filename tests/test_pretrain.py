@@ -38,7 +38,7 @@ def cache_dir(tmp_path_factory):
 def _data(cache_dir, **kwargs) -> PretrainDataModule:
     return PretrainDataModule(**{"dataset": "icbhi", "cache_dir": str(cache_dir), "synthetic_patients": 24,
                                  "batch_size": 16, "num_workers": 0, "batch_strata": ["age_group", "sex"],
-                                 "monitor_bank_size": 200, **kwargs})
+                                 "monitor_bank_size": 200, "stats_segments": 200, **kwargs})
 
 
 def _model(**kwargs) -> ContrastivePretraining:
@@ -233,3 +233,8 @@ def test_the_cli_selects_the_best_encoder_on_the_chosen_monitor(cache_dir, tmp_p
     line = (f"validation recording-level probe AUROC (12 labelled patients): {summary['monitor_before']:.3f} "
             f"(random init) -> {summary['monitor_best']:.3f} (best epoch)")
     assert line in run.stdout, run.stdout[-2000:]
+
+
+def test_a_front_end_the_data_module_computed_no_statistics_for_is_refused(cache_dir, tmp_path):
+    with pytest.raises(ValueError, match="statistics for .*'f_min': 50.0.*'f_min': 25.0.*data.frontend"):
+        _trainer(tmp_path, 1).fit(_model(f_min=25.0), datamodule=_data(cache_dir))
