@@ -76,7 +76,8 @@ def _trainer_defaults(command: str) -> dict:
     """What every run of a command gets unless the YAML or command line says otherwise."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint, SelectionCheckpoint
+    from lungheart_cl.callbacks import (EncoderExport, PairFallbackMonitor, RandomStateCheckpoint,
+                                        ResumableModelCheckpoint, SelectionCheckpoint)
     from lungheart_cl.classifier_callbacks import EmbeddingPlot, PretrainingLeakCheck, ResultsWriter
 
     loggers = [{"class_path": "lungheart_cl.tracking.RunFolderCSVLogger",
@@ -87,7 +88,7 @@ def _trainer_defaults(command: str) -> dict:
         # last.ckpt by its own callback: save_last=True rewrites it only in epochs that improve the best
         callbacks = [SelectionCheckpoint(filename="best-{epoch:02d}"),
                      ModelCheckpoint(filename="last"), LearningRateMonitor(logging_interval="step"),
-                     EncoderExport(), RandomStateCheckpoint()]
+                     EncoderExport(), RandomStateCheckpoint(), PairFallbackMonitor()]
     else:  # model selection on the validation patients only
         callbacks = [ResumableModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}"),
                      RandomStateCheckpoint(), PretrainingLeakCheck(), EmbeddingPlot(), ResultsWriter()]

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampl
 from lungheart_cl.data.cache import SegmentCache
 from lungheart_cl.data.datasets import PairDataset
 from lungheart_cl.data.description import frozen_array
-from lungheart_cl.data.pairs import make_pair_policy
+from lungheart_cl.data.pairs import PairFallbacks, make_pair_policy
 from lungheart_cl.data.pool import PoolCache, SourcePool, pool_patients
 from lungheart_cl.data.records import SourceDataset
 from lungheart_cl.data.sampler import StratifiedPairSampler, batch_strata_codes
@@ -69,6 +69,7 @@ class PretrainDataModule(SoundDataModule):
         self.monitor_bank_size = monitor_bank_size
         self.seed = seed
         self.pool: SourcePool | None = None
+        self.pair_fallbacks: PairFallbacks | None = None  # which served pairs fell back, once training loads
         if sources is not None:
             self._configure_pool(sources, monitor_source, kwargs)
 
@@ -136,6 +137,7 @@ class PretrainDataModule(SoundDataModule):
         pool = self.pool_rows()
         pool_manifest = {k: v[pool] for k, v in self.manifest.items()}
         policy = make_pair_policy(self.pair_policy_name, pool_manifest, self.pair_min_gap_s)
+        self.pair_fallbacks = PairFallbacks.of(policy, pool, len(self.labels))  # `callbacks.PairFallbackMonitor`
         strata = batch_strata_codes(pool_manifest, self.batch_strata) if self.batch_strata else None
         weights = self.pool.weights if self.pool is not None else None
         sources = self.pool.source_codes(pool_manifest["source"]) if weights is not None else None
