@@ -12,8 +12,9 @@ Modes:
 Frozen features are float32 whatever the trainer precision, and are kept on disk across runs
 (`lungheart_cl.feature_cache`, ``feature_cache_dir``). Model selection uses the validation patients
 only; `on_test_epoch_end` scores the test patients once, with patient-cluster bootstrap CIs
-(`final_results`; `callbacks.ResultsWriter` writes them with the per-unit test and validation
-predictions to the run's results JSON, `callbacks.EmbeddingPlot` draws the test embeddings).
+(`final_results`; `classifier_callbacks.ResultsWriter` writes them with the per-unit test and
+validation predictions to the run's results JSON, `classifier_callbacks.EmbeddingPlot` draws the
+test embeddings).
 `finetune --test false` scores the selected model on the validation patients instead (``split: val``
 in the results, the file named ``...-val.json``) and never reads the test split: the runs that
 choose a recipe.
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
-from torch import Tensor, nn
+from torch import Tensor
 
 from lungheart_cl.checkpointing import CheckpointError, check_same_encoder, load_pretrained, resolve_checkpoint
 from lungheart_cl.data.description import DataDescription
@@ -75,9 +76,9 @@ class Classifier(SoundModule):
         feature_cache_dir: linear / logistic modes: where frozen features are kept across runs;
             "auto" = ``features/`` inside the data module's segment cache directory, None = in memory only.
         bootstrap_samples / ci_level: test-set confidence intervals (patients resampled).
-        results_dir / embedding_plot: where `callbacks.ResultsWriter` writes the run's results JSON, and the
-            2-D projection `callbacks.EmbeddingPlot` draws of the test embeddings (pca | tsne | none); model
-            keys so that experiment YAMLs and sweeps set them per run.
+        results_dir / embedding_plot: where `classifier_callbacks.ResultsWriter` writes the run's results
+            JSON, and the 2-D projection `classifier_callbacks.EmbeddingPlot` draws of the test embeddings
+            (pca | tsne | none); model keys so that experiment YAMLs and sweeps set them per run.
         scheme: name of the pretraining scheme for reports (default: from the checkpoint, or the mode).
         **kwargs: the front end (when not loaded from a checkpoint), sample rate and optimiser (`SoundModule`).
     """
@@ -264,7 +265,7 @@ class Classifier(SoundModule):
         self._collect(batch)
 
     def test_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
-        """The batch's features and rows, for callbacks (`callbacks.EmbeddingPlot`)."""
+        """The batch's features and rows, for callbacks (`classifier_callbacks.EmbeddingPlot`)."""
         return {"features": self._collect(batch), "index": batch["index"]}
 
     def _predictions(self):
@@ -293,7 +294,7 @@ class Classifier(SoundModule):
 
     def _score_final(self, split: str, predictions) -> None:
         """Score the selected model once on `split` (test; or val when the test split stays unread) with
-        patient-cluster bootstrap CIs: `final_results`, which `callbacks.ResultsWriter` writes."""
+        patient-cluster bootstrap CIs: `final_results`, which `classifier_callbacks.ResultsWriter` writes."""
         results = evaluate(self.task, predictions, self.hparams.bootstrap_samples, self.hparams.ci_level)
         if split == "test":  # validation metrics are already logged under val/
             self.log_dict({f"test/{name}": m["value"] for name, m in results.items()})
