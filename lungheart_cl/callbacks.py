@@ -1,9 +1,11 @@
 """Callbacks: export the pretrained encoder on its own and print a run summary a user can act on;
-make a run resumed from a checkpoint continue exactly like the uninterrupted one."""
+report pairs that fell back; make a run resumed from a checkpoint continue exactly like the
+uninterrupted one. (The classifier's are in `classifier_callbacks`.)"""
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from lungheart_cl.checkpointing import export_encoder, export_from_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -70,6 +74,43 @@ class EncoderExport(Callback):
         }
         (directory / "pretrain-summary.json").write_text(json.dumps(summary, indent=2))
         print(_format(summary, _level(trainer)))
+
+
+class PairFallbackMonitor(Callback):
+    """Logs ``train/pair_fallback_fraction`` every epoch: the share of served (anchor, partner) pairs for
+    which the pair policy found no candidate and fell back (`PairPolicy.is_fallback`), and warns once, in
+    one line, when more than ``warn_above`` of an epoch's pairs fell back: a same_patient_different_location
+    run on data with one location per patient (PhysioNet 2016) is then plain SimCLR."""
+
+    def __init__(self, warn_above: float = 0.5) -> None:
+        self.warn_above = warn_above
+        self._fallbacks = self._pairs = 0
+        self._warned = False
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fallbacks = self._pairs = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        fallbacks = getattr(trainer.datamodule, "pair_fallbacks", None)
+        if fallbacks is None or "partner_index" not in batch:
+            return
+        flags = fallbacks(batch["index"].cpu().numpy(), batch["partner_index"].cpu().numpy())
+        self._fallbacks += int(flags.sum())
+        self._pairs += len(flags)
+        pl_module.log("train/pair_fallback_fraction", float(flags.mean()), on_step=False, on_epoch=True,
+                      batch_size=len(flags), sync_dist=trainer.world_size > 1)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._warned or not self._pairs or self._fallbacks / self._pairs <= self.warn_above:
+            return
+        self._warned = True
+        policy = trainer.datamodule.pair_fallbacks.policy.name
+        if trainer.is_global_zero:
+            log.warning("pair policy %s fell back for %.0f%% of the pairs of epoch %d (no other candidate: the anchor "
+                        "itself or a nearer segment), so those pairs are plain SimCLR; see "
+                        "train/pair_fallback_fraction", policy, 100 * self._fallbacks / self._pairs,
+                        trainer.current_epoch)
 
 
 def _data_summary(trainer: L.Trainer) -> dict:

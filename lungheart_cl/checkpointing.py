@@ -175,3 +175,14 @@ def check_same_encoder(requested: dict | None, loaded: dict, path: Path) -> None
         return
     raise CheckpointError(f"{path}: the checkpoint holds {loaded['class_path']} {loaded.get('init_args')}, "
                           f"but the configuration asks for {requested['class_path']} {requested.get('init_args')}")
+
+
+def resolve_checkpoint(checkpoint: str | None, runs_dir: str = "runs/pretrain") -> str | None:
+    """'latest' = the newest encoder exported by `lungheart-cl pretrain` (under runs/pretrain/);
+    sweeps keep their own pretrainings under their runs_dir, so they never become 'latest'."""
+    if checkpoint != "latest":
+        return checkpoint
+    candidates = sorted(Path(runs_dir).glob("**/encoder-best.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CheckpointError(f"checkpoint 'latest': no encoder-best.pt under {runs_dir}/; run `make pretrain` first")
+    return str(candidates[-1])

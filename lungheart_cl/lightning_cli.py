@@ -2,7 +2,8 @@
 
 Every argument of the model, the data module and the Trainer can come from YAML (``--config``) or
 the command line; the sample rate, number of classes and task are linked from the data module to
-the model so they cannot disagree. A setting the parser or a constructor rejects is a `ConfigError`.
+the model so they cannot disagree, and the model's front-end arguments to the data module, which
+computes the front end's statistics. A setting the parser or a constructor rejects is a `ConfigError`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from lightning.pytorch.cli import LightningCLI
 
 from lungheart_cl.errors import ConfigError, UserError
 
+FRONTEND_ARGS = ("n_mels", "window_ms", "hop_ms", "f_min", "f_max", "channel_norm")  # `LogMelFrontend`'s but the rate
+
+
+def _frontend_settings(*values) -> dict:
+    return dict(zip(FRONTEND_ARGS, values))
+
+
+def _frontend_settings_unless_loaded(checkpoint, *values) -> dict | None:
+    """A classifier loading an encoder takes its front end, statistics included, from the checkpoint."""
+    return None if checkpoint is not None else _frontend_settings(*values)
+
 # What `--ckpt_path` of each command resumes: the `lungheart_cl.kind` its checkpoints carry.
 RESUMES = {"pretrain": "pretrain", "finetune": "classifier"}
 
@@ -27,6 +39,12 @@ class _CLI(LightningCLI):
                             help="resume from this checkpoint ('last' = this run directory's last.ckpt)")
         parser.link_arguments("data.sample_rate", "model.sample_rate", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("model.stats_segments", "data.stats_segments", apply_on="parse")
+        self.link_frontend(parser)
+
+    def link_frontend(self, parser) -> None:
+        parser.link_arguments(tuple(f"model.{name}" for name in FRONTEND_ARGS), "data.frontend",
+                              compute_fn=_frontend_settings, apply_on="parse")
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         from lungheart_cl.console import run_callbacks
@@ -35,6 +53,10 @@ class _CLI(LightningCLI):
 
 
 class _FinetuneCLI(_CLI):
+    def link_frontend(self, parser) -> None:
+        parser.link_arguments(("model.checkpoint", *(f"model.{name}" for name in FRONTEND_ARGS)), "data.frontend",
+                              compute_fn=_frontend_settings_unless_loaded, apply_on="parse")
+
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         parser.link_arguments("data.task_name", "model.task", apply_on="instantiate")
@@ -54,7 +76,9 @@ def _trainer_defaults(command: str) -> dict:
     """What every run of a command gets unless the YAML or command line says otherwise."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, ResumableModelCheckpoint, SelectionCheckpoint
+    from lungheart_cl.callbacks import (EncoderExport, PairFallbackMonitor, RandomStateCheckpoint,
+                                        ResumableModelCheckpoint, SelectionCheckpoint)
+    from lungheart_cl.classifier_callbacks import EmbeddingPlot, PretrainingLeakCheck, ResultsWriter
 
     loggers = [{"class_path": "lungheart_cl.tracking.RunFolderCSVLogger",
                 "init_args": {"save_dir": "runs", "name": command}},
@@ -64,10 +88,10 @@ def _trainer_defaults(command: str) -> dict:
         # last.ckpt by its own callback: save_last=True rewrites it only in epochs that improve the best
         callbacks = [SelectionCheckpoint(filename="best-{epoch:02d}"),
                      ModelCheckpoint(filename="last"), LearningRateMonitor(logging_interval="step"),
-                     EncoderExport(), RandomStateCheckpoint()]
+                     EncoderExport(), RandomStateCheckpoint(), PairFallbackMonitor()]
     else:  # model selection on the validation patients only
         callbacks = [ResumableModelCheckpoint(monitor="val/auroc", mode="max", filename="best-{epoch:02d}"),
-                     RandomStateCheckpoint()]
+                     RandomStateCheckpoint(), PretrainingLeakCheck(), EmbeddingPlot(), ResultsWriter()]
     # Our samplers shard batches over ranks themselves (metadata-stratified batches, exact evaluation).
     return {"use_distributed_sampler": False, "num_sanity_val_steps": 0, "default_root_dir": "runs",
             "log_every_n_steps": 5, "logger": loggers, "callbacks": callbacks,

@@ -9,7 +9,7 @@ yields one row per segment plus a row ``segment = "all"`` averaging its segments
 recording-level tasks are scored). A file that cannot be read or holds nothing to score (shorter
 than one window, a too-short cycle, silence: `lungheart_cl.data.quality`) is refused: one row
 with status ``refused``, its reason and no probabilities. A clipped file is scored with status
-``flagged`` and the reason on every row.
+``flagged`` and the reason on every row. The checkpoint is rebuilt by `classifier_checkpoint`.
 """
 
 from __future__ import annotations
@@ -21,49 +21,20 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, TextIO
+from typing import Callable, TextIO
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
-from lungheart_cl.checkpointing import EXPORT_FORMAT, CheckpointError, read_checkpoint, substate
-from lungheart_cl.classify import Standardize
+from lungheart_cl.classifier_checkpoint import ClassifierNet, LoadedClassifier, load_classifier
 from lungheart_cl.data.audio import load_audio, probe_audio
 from lungheart_cl.data.cache import CacheConfig, SegmentSpec, decode_segments, plan_segments
 from lungheart_cl.data.quality import check_length, check_levels
 from lungheart_cl.data.records import UNKNOWN, DataError, Recording
-from lungheart_cl.data.sources import get_spec
 from lungheart_cl.data.spec import AnnotationFinder
-from lungheart_cl.errors import ConfigError
-from lungheart_cl.encoders import Encoder, build_encoder
-from lungheart_cl.frontend import LogMelFrontend
 
 ALL_SEGMENTS = "all"
 OK, FLAGGED, REFUSED = "ok", "flagged", "refused"  # a row's status
-
-
-class ClassifierNet(nn.Module):
-    """The inference path of `Classifier`: waveform batch -> front end -> encoder -> head -> probabilities."""
-
-    def __init__(self, frontend: LogMelFrontend, encoder: Encoder, head: nn.Sequential):
-        super().__init__()
-        self.frontend, self.encoder, self.head = frontend, encoder, head
-
-    def forward(self, wave: Tensor, valid: Tensor | None = None) -> Tensor:
-        return self.head(self.encoder(self.frontend(wave, valid))).float().softmax(-1)
-
-
-@dataclass
-class LoadedClassifier:
-    """A classifier checkpoint rebuilt for inference, with what it needs to prepare new audio."""
-
-    path: Path
-    net: ClassifierNet
-    task: str | None
-    classes: tuple[str, ...]
-    cache_config: CacheConfig
-    annotations: AnnotationFinder | None = None  # the training dataset's: events annotated beside a file
 
 
 @dataclass
@@ -84,96 +55,6 @@ class FilePrediction:
     segments: list[SegmentSpec]
     probs: np.ndarray  # (segments, classes)
     warnings: tuple[str, ...] = ()
-
-
-# ------------------------------------------------------------------ checkpoint
-def build_head_from_state(state: Mapping[str, Tensor], embedding_dim: int, num_classes: int) -> nn.Sequential:
-    """`Classifier`'s head in the layout its weights imply, with those weights loaded.
-
-    `state` holds the head's own keys (``0.mean``, ``2.weight``, ...): index 0 is `Standardize`
-    (linear mode) or an affine-free BatchNorm1d, 1 is Dropout, then one Linear at 2 or
-    Linear-ReLU-Linear at 2..4. Dropout's rate is not stored; it is inert at inference.
-    """
-    if {"0.mean", "0.std"} <= state.keys():
-        norm: nn.Module = Standardize(embedding_dim)
-    elif "0.running_mean" in state and "0.weight" not in state:
-        norm = nn.BatchNorm1d(embedding_dim, affine=False)
-    else:
-        raise ValueError(f"head weights do not start with Standardize or BatchNorm1d: keys {sorted(state)[:8]}")
-    if "4.weight" in state:
-        hidden = int(state["2.weight"].shape[0])
-        layers = [nn.Linear(embedding_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)]
-    else:
-        layers = [nn.Linear(embedding_dim, num_classes)]
-    head = nn.Sequential(norm, nn.Dropout(), *layers)
-    try:
-        head.load_state_dict(dict(state))
-    except RuntimeError as error:  # shape or key mismatch
-        raise ValueError(f"head weights do not fit {embedding_dim} features -> {num_classes} classes: "
-                         f"{error}") from error
-    return head
-
-
-def _read_classifier_payload(path: Path) -> dict:
-    """The checkpoint dict, or a CheckpointError saying what the file is instead."""
-    payload = read_checkpoint(path)
-    if payload.get("format") == EXPORT_FORMAT:
-        raise CheckpointError(f"{path}: an exported pretrained encoder, not a classifier; predict needs the .ckpt "
-                              f"written by `lungheart-cl finetune`")
-    if "lungheart_cl" not in payload or "state_dict" not in payload:
-        raise CheckpointError(f"{path}: not a lungheart-cl classifier checkpoint (keys: {sorted(payload)[:8]})")
-    kind = payload["lungheart_cl"].get("kind")
-    if kind != "classifier":
-        raise CheckpointError(f"{path}: a {kind} checkpoint, not a classifier; predict needs the .ckpt written by "
-                              f"`lungheart-cl finetune`")
-    missing = [k for k in ("encoder_config", "frontend_config", "classes", "cache_config")
-               if payload["lungheart_cl"].get(k) is None]
-    if missing:
-        raise CheckpointError(f"{path}: classifier checkpoint lacks {', '.join(missing)} (written by an older version "
-                              f"or without a data module); re-run `lungheart-cl finetune` to get a usable one")
-    return payload
-
-
-def _cache_config(path: Path, meta: dict) -> CacheConfig:
-    try:
-        config = CacheConfig(**meta["cache_config"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: unusable cache_config {meta['cache_config']} ({error})") from error
-    if config.sample_rate != meta["frontend_config"]["sample_rate"]:
-        raise CheckpointError(f"{path}: cache_config sample rate {config.sample_rate} Hz differs from the front "
-                              f"end's {meta['frontend_config']['sample_rate']} Hz")
-    return config
-
-
-def _annotations(path: Path, dataset: str | None) -> AnnotationFinder | None:
-    """How the dataset the classifier was trained on annotates a file (None: it does not)."""
-    if dataset is None:
-        return None
-    try:
-        return get_spec(dataset).annotations
-    except ConfigError as error:  # e.g. a user's dataset module that is not importable here
-        raise CheckpointError(f"{path}: trained on dataset {dataset!r}, which is needed to read annotations "
-                              f"beside the files ({error})") from error
-
-
-def load_classifier(path: Path | str) -> LoadedClassifier:
-    """Rebuild front end, encoder and head of a `lungheart-cl finetune` checkpoint (on the CPU)."""
-    path = Path(path)
-    payload = _read_classifier_payload(path)
-    meta, state = payload["lungheart_cl"], payload["state_dict"]
-    classes = tuple(meta["classes"])
-    config = _cache_config(path, meta)
-    annotations = _annotations(path, meta.get("dataset"))
-    try:
-        encoder = build_encoder(meta["encoder_config"])
-        encoder.load_state_dict(substate(state, "encoder."))
-        frontend = LogMelFrontend(**meta["frontend_config"])
-        frontend.load_state_dict(substate(state, "frontend."))
-        head = build_head_from_state(substate(state, "head."), encoder.embedding_dim, len(classes))
-    except (RuntimeError, ValueError, TypeError, ImportError, AttributeError) as error:
-        raise CheckpointError(f"{path}: weights do not fit the network the checkpoint describes ({error})") from error
-    return LoadedClassifier(path, ClassifierNet(frontend, encoder, head), meta.get("task"), classes, config,
-                            annotations)
 
 
 # ----------------------------------------------------------------------- audio

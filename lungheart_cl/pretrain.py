@@ -15,37 +15,34 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lungheart_cl.data.datasets import METADATA_KEYS
+from lungheart_cl.data.description import DataDescription
 from lungheart_cl.encoders import Encoder, Projector, SmallCNN
-from lungheart_cl.frontend import LogMelFrontend
 from lungheart_cl.losses import MetadataNTXent
 from lungheart_cl.monitor import TaskProbeScore, auroc, knn_class_scores, monitor_patients, task_probe_score
-from lungheart_cl.optim import OptimizerName, make_optimizer, param_groups, warmup_cosine
+from lungheart_cl.optim import param_groups
+from lungheart_cl.sound_module import SoundModule
 from lungheart_cl.views import ViewPipeline, spectrogram_mask
 
 log = logging.getLogger(__name__)
 
 
-class ContrastivePretraining(L.LightningModule):
+class ContrastivePretraining(SoundModule):
     """SimCLR-style pretraining with pluggable views and metadata-aware positives/negatives.
 
     Args:
         encoder: spectrogram encoder (`SmallCNN` for CPU, `ResNet18Encoder` as in the study).
         views: view generators applied to both views (default: the study's spectrogram masking).
         loss: `MetadataNTXent` (temperature, positive_keys, negative_keys).
-        sample_rate: audio rate of the cache (linked from the data module by the CLI).
         num_classes: classes of the data module's task, for the online probe (linked by the CLI); 0 for
             data without labels: no probe and no kNN monitor.
-        n_mels / window_ms / hop_ms / f_min / f_max / channel_norm: log-mel front end (see LogMelFrontend).
         projector_hidden_dim / projector_dim: projection head (the study: 512 -> 256).
-        optimizer / lr / weight_decay: adam | adamw | lars | sgd.
-        warmup_epochs / min_lr_ratio: linear warmup then cosine decay, stepped per batch.
+        warmup_epochs: linear warmup before the cosine decay (see `SoundModule`).
         knn_k / knn_temperature: the kNN monitor (`val/knn_auroc`, validation windows).
         monitor: what selects the best checkpoint and ``encoder-best.pt``: ``knn_auroc`` or ``task_probe_auroc``
             (`val/task_probe_auroc`: a standardised, class-balanced logistic regression on the bank windows of
@@ -56,26 +53,21 @@ class ContrastivePretraining(L.LightningModule):
             Drawn once per run and kept in its checkpoints.
         monitor_probe_c: the task probe's C; null = chosen each epoch by the patient-grouped cross-validation
             of ``model.mode logistic`` over `monitor.MONITOR_C_GRID`.
-        stats_segments: training segments used for the front end's per-mel statistics.
         channels_last: NHWC memory format (faster convolutions on recent GPUs).
         scheme: a name for this pairing/augmentation scheme, carried into exported encoders and reports.
+        **kwargs: the front end, sample rate and optimiser (`SoundModule`).
     """
 
     def __init__(self, encoder: Encoder | None = None, views: ViewPipeline | None = None,
-                 loss: MetadataNTXent | None = None, sample_rate: int = 4000, num_classes: int = 2, n_mels: int = 64,
-                 window_ms: float = 128.0, hop_ms: float = 32.0, f_min: float = 50.0, f_max: float | None = None,
-                 channel_norm: bool = False, projector_hidden_dim: int = 512, projector_dim: int = 256, optimizer: OptimizerName = "adamw",
-                 lr: float = 1e-3, weight_decay: float = 1e-4, warmup_epochs: float = 1.0, min_lr_ratio: float = 0.01,
-                 knn_k: int = 10, knn_temperature: float = 0.07,
+                 loss: MetadataNTXent | None = None, num_classes: int = 2, projector_hidden_dim: int = 512,
+                 projector_dim: int = 256, warmup_epochs: float = 1.0, knn_k: int = 10, knn_temperature: float = 0.07,
                  monitor: Literal["knn_auroc", "task_probe_auroc"] = "knn_auroc",
                  monitor_labelled_patients: int | None = None, monitor_probe_c: float | None = None,
-                 stats_segments: int = 2000, channels_last: bool = False, scheme: str = "custom"):
-        super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "views", "loss"])
+                 channels_last: bool = False, scheme: str = "custom", **kwargs: Any):
+        super().__init__(warmup_epochs=warmup_epochs, **kwargs)
         self.encoder = encoder if encoder is not None else SmallCNN()
         self.views = views if views is not None else spectrogram_mask()
         self.criterion = loss if loss is not None else MetadataNTXent()
-        self.frontend = LogMelFrontend(sample_rate, n_mels, window_ms, hop_ms, f_min, f_max, channel_norm)
         self.projector = Projector(self.encoder.embedding_dim, projector_hidden_dim, projector_dim)
         self.probe = nn.Linear(self.encoder.embedding_dim, num_classes) if num_classes else None
         self.num_classes = num_classes
@@ -84,6 +76,7 @@ class ContrastivePretraining(L.LightningModule):
         self.monitor_patients: list[str] | None = None  # the task probe's labelled patients, fixed for the run
         self.last_task_probe: TaskProbeScore | None = None  # the latest task probe (on rank 0 only)
         self._val_outputs: dict[int, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = {}
+        self._pool: dict = {}  # which audio the encoder saw (the data description's), kept in checkpoints
 
     @property
     def selection_metric(self) -> str:
@@ -92,26 +85,23 @@ class ContrastivePretraining(L.LightningModule):
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
+        data = self.data
         if data is None:
             return
-        if data.sample_rate != self.frontend.sample_rate:
-            raise ValueError(f"model front end expects {self.frontend.sample_rate} Hz audio but the data module "
-                             f"serves {data.sample_rate} Hz; set model.sample_rate (the CLI links it)")
+        self.check_sample_rate(data)
+        self._pool = dict(data.pool)
         # unlabelled data has no monitor; a resumed run restores its checkpoint's draw (`on_load_checkpoint`)
         if self.probe is not None and self.monitor_patients is None:
-            bank = data.monitor_bank_rows()
+            bank = data.monitor_bank_rows
             self.monitor_patients = monitor_patients(
-                sorted(set(data.manifest["patient_id"][bank].tolist())), data.task.patient_strata(data.manifest),
+                sorted(set(data.row_ids["patient_id"][bank].tolist())), dict(data.monitor_strata),
                 self.hparams.monitor_labelled_patients, data.label_seed)
 
     def on_fit_start(self) -> None:
         # after a checkpoint is restored: a resumed run keeps the statistics it was trained with
-        data = self.trainer.datamodule
-        if data is not None and not bool(self.frontend.fitted):
-            from lungheart_cl.data.statistics import fit_frontend_statistics
-
-            fit_frontend_statistics(self.frontend, data, max_segments=self.hparams.stats_segments)
+        data = self.data
+        if data is not None:
+            self.fit_frontend(data)
 
     # -------------------------------------------------------- device-side data
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
@@ -189,14 +179,14 @@ class ContrastivePretraining(L.LightningModule):
     def _task_probe(self, bank: tuple[Tensor, Tensor, Tensor], val: tuple[Tensor, Tensor, Tensor]) -> tuple[float, float]:
         """(AUROC, C) of the task probe: fitted on rank 0 only (each rank holds every bank and validation
         window) and broadcast, so every rank logs and selects on the same value."""
-        data = self.trainer.datamodule
+        data = self.data
         result = (float("nan"), float("nan"))
         if self.global_rank == 0:
             (features, labels, rows), (val_features, val_labels, val_rows) = (
                 tuple(t.cpu().numpy() for t in part) for part in (bank, val))
-            chosen = np.isin(data.manifest["patient_id"][rows], self.monitor_patients)
+            chosen = np.isin(data.row_ids["patient_id"][rows], self.monitor_patients)
             self.last_task_probe = task_probe_score(
-                features[chosen], labels[chosen], rows[chosen], val_features, val_labels, val_rows, data.manifest,
+                features[chosen], labels[chosen], rows[chosen], val_features, val_labels, val_rows, data.row_ids,
                 data.task, self.hparams.monitor_probe_c, seed=data.label_seed)
             result = (self.last_task_probe.auroc, self.last_task_probe.c)
         return self.trainer.strategy.broadcast(result, src=0)
@@ -207,26 +197,26 @@ class ContrastivePretraining(L.LightningModule):
         return auroc(scores, val_labels, self.num_classes)
 
     @torch.no_grad()
-    def evaluate_monitor(self, data: Any) -> tuple[float, float]:
+    def evaluate_monitor(self, data: DataDescription) -> tuple[float, float]:
         """(kNN AUROC, task-probe AUROC) of the current encoder on the validation patients (used before
         training starts)."""
         was_training = self.training
         self.eval()
         parts = []
-        for rows in (data.monitor_bank_rows(), data.rows("val")):
+        for rows in (data.monitor_bank_rows, data.eval_rows["val"]):
             features, labels = [], []
-            for batch in data.iterate_rows(rows):
+            for batch in data.read_rows(rows):
                 spec = self.frontend(batch["wave"].to(self.device), batch["valid"].to(self.device))
                 features.append(self.embed(spec).float())
                 labels.append(batch["label"].to(self.device))
-            parts.append((torch.cat(features), torch.cat(labels), torch.as_tensor(rows)))
+            parts.append((torch.cat(features), torch.cat(labels), torch.as_tensor(np.array(rows))))  # writable copy
         self.train(was_training)
         (bank, bank_labels, _), (val, val_labels, _) = parts
         task_auroc, _ = self._task_probe(*parts)
         return float(self._knn_auroc(bank, bank_labels, val, val_labels)), task_auroc
 
     def on_train_start(self) -> None:
-        data = self.trainer.datamodule
+        data = self.data
         if self.probe is None:
             log.info("no labels: pretraining without the kNN / linear-probe monitor; the last encoder is kept "
                      "(encoder-best.pt = encoder-last.pt)")
@@ -238,24 +228,17 @@ class ContrastivePretraining(L.LightningModule):
                            "val/task_probe_auroc_init": self.task_probe_auroc_init}, sync_dist=True)
 
     # ------------------------------------------------------------ optimiser
-    def configure_optimizers(self) -> dict:
+    def param_groups(self) -> list[dict]:
         hp = self.hparams
         groups = param_groups(nn.ModuleList([self.encoder, self.projector]), hp.weight_decay, hp.lr)
         if self.probe is not None:
             groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr": hp.lr})
-        optimizer = make_optimizer(hp.optimizer, groups, hp.lr, hp.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(hp.warmup_epochs * total / max(self.trainer.max_epochs or 1, 1))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup, hp.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return groups
 
     # ------------------------------------------------------------ checkpoint
     def pretraining_data(self) -> dict:
         """Which audio the encoder saw, so a classifier can refuse test patients it was pretrained on."""
-        data = self._trainer.datamodule if self._trainer is not None else None
-        if data is None or getattr(data, "cache", None) is None:
-            return {}
-        return data.pretraining_pool()
+        return dict(self._pool)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lungheart_cl"] = {"kind": "pretrain", "scheme": self.hparams.scheme,

@@ -270,6 +270,7 @@ class Sweep:
 
     def execute(self, run: Run) -> dict:
         """Run one Lightning CLI command and mark it done (an interrupted or failed run raises, unmarked)."""
+        from lungheart_cl.classifier_callbacks import results_path
         from lungheart_cl.lightning_cli import run_lightning_cli
 
         started = time.time()
@@ -278,7 +279,7 @@ class Sweep:
             if run.encoder_of is not None:
                 payload = {"encoder": str(Path(cli.trainer.checkpoint_callback.dirpath) / "encoder-best.pt")}
             else:
-                payload = {"results": str(cli.model.results_path)}
+                payload = {"results": str(results_path(cli.trainer))}
             payload["seconds"] = round(time.time() - started, 1)
             self._mark(run.key, payload)
             return payload

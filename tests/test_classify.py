@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,8 +21,9 @@ from sklearn.preprocessing import StandardScaler
 
 from lungheart_cl import probe
 from lungheart_cl.callbacks import RandomStateCheckpoint, ResumableModelCheckpoint
-from lungheart_cl.checkpointing import AtomicCheckpointIO, CheckpointError, export_encoder
-from lungheart_cl.classify import Classifier, resolve_checkpoint
+from lungheart_cl.checkpointing import AtomicCheckpointIO, CheckpointError, export_encoder, resolve_checkpoint
+from lungheart_cl.classifier_callbacks import EmbeddingPlot, PretrainingLeakCheck, ResultsWriter
+from lungheart_cl.classify import Classifier
 from lungheart_cl.data.datamodule import ClassificationDataModule
 from lungheart_cl.data.sources import get_spec
 from lungheart_cl.encoders import ResNet18Encoder, SmallCNN
@@ -48,16 +50,17 @@ def exported(tmp_path_factory):
     return export_encoder(SmallCNN(channels=(8, 16)), frontend, path, {"scheme": "unit_test"})
 
 
-def _data(cache_dir, fraction=1.0, task=None) -> ClassificationDataModule:
+def _data(cache_dir, fraction=1.0, task=None, frontend=None) -> ClassificationDataModule:
     return ClassificationDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24, batch_size=32,
-                                    num_workers=0, label_fraction=fraction, task=task)
+                                    num_workers=0, label_fraction=fraction, task=task, frontend=frontend or {})
 
 
 def _fit_and_test(model, data, root):
     trainer = L.Trainer(max_epochs=3, default_root_dir=root, accelerator="cpu", logger=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         use_distributed_sampler=False,
-                        callbacks=[ModelCheckpoint(dirpath=root, monitor="val/auroc", mode="max")])
+                        callbacks=[ModelCheckpoint(dirpath=root, monitor="val/auroc", mode="max"),
+                                   PretrainingLeakCheck(), EmbeddingPlot(), ResultsWriter()])
     trainer.fit(model, datamodule=data)
     trainer.test(model, datamodule=data, ckpt_path="best", weights_only=True)
     return trainer
@@ -273,11 +276,12 @@ def test_logistic_head_is_sklearns_fit_with_c_chosen_inside_the_labelled_patient
 
 def _logistic_run(cache_dir, tmp_path, name: str, shuffle_seed: int | None) -> float:
     """Test AUROC of a random-init logistic probe on the 4-class cycles (crackles and wheezes are in the audio)."""
-    data = _data(cache_dir, task="icbhi_4class")
+    data = _data(cache_dir, task="icbhi_4class", frontend={"channel_norm": True})  # statistics for the model's front end
     data.setup("fit")
     if shuffle_seed is not None:  # labels of the labelled windows permuted: no relation to the audio is left
         rows = data.labelled_rows
         data.labels[rows] = np.random.default_rng(shuffle_seed).permutation(data.labels[rows])
+        data.description = dataclasses.replace(data.description, labelled_labels=data.labels[rows])  # what models see
     L.seed_everything(0)  # the same random encoder every time (its features come from the store after the first)
     model = Classifier(mode="logistic", encoder=SmallCNN(channels=(8, 16)), channel_norm=True, task="icbhi_4class",
                        num_classes=4, results_dir=str(tmp_path / name), bootstrap_samples=0, embedding_plot="none")

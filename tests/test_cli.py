@@ -342,3 +342,17 @@ def test_a_run_stopped_by_sigterm_exits_143_and_exports_or_tests_nothing(tmp_pat
     assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
     assert f"lungheart-cl {command}: interrupted by SIGTERM" in done.stderr and "Traceback" not in done.stderr
     assert not list(tmp_path.rglob("encoder-best.pt")) and not list(tmp_path.rglob("results/*.json"))
+
+
+def test_the_model_front_end_is_linked_to_the_statistics_the_data_module_computes():
+    """The data module computes the front end's statistics, for the model's own front-end arguments; a classifier
+    loading an encoder takes them from its checkpoint, so none are computed."""
+    cli = make_cli("pretrain", ["--model.f_min", "25.0", "--model.n_mels", "32", "--model.stats_segments", "50"],
+                   instantiate=False)
+    frontend = cli.config["data"]["frontend"]
+    assert (frontend["f_min"], frontend["n_mels"], cli.config["data"]["stats_segments"]) == (25.0, 32, 50)
+    scratch = make_cli("finetune", ["--model.mode", "scratch", "--model.checkpoint", "null", "--model.channel_norm",
+                                    "true"], instantiate=False)
+    assert scratch.config["data"]["frontend"]["channel_norm"] is True
+    loaded = make_cli("finetune", ["--model.checkpoint", "some/encoder-best.pt"], instantiate=False)
+    assert loaded.config["data"]["frontend"] is None

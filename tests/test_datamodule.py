@@ -116,3 +116,29 @@ def test_balanced_sampling_draws_classes_evenly(cache_dir):
     drawn = np.concatenate([b["label"].numpy() for _ in range(5) for b in data.train_dataloader()])
     assert natural[1] < 0.4  # crackle cycles are the minority ...
     assert abs(drawn.mean() - 0.5) < 0.08  # ... but half of what the classifier sees
+
+
+def test_models_see_a_frozen_description_with_the_statistics_the_data_module_computed(tmp_path):
+    import dataclasses
+
+    from lungheart_cl.data.statistics import fit_frontend_statistics
+    from lungheart_cl.frontend import LogMelFrontend
+
+    data = PretrainDataModule(dataset="icbhi", cache_dir=str(tmp_path), synthetic_patients=24, num_workers=0,
+                              task="icbhi_4class", frontend={"f_min": 25.0}, stats_segments=100)
+    data.setup("fit")
+    described = data.description
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        described.sample_rate = 2000
+    with pytest.raises(ValueError, match="read-only"):
+        described.labelled_rows[0] = 0
+    frontend = LogMelFrontend(data.sample_rate, f_min=25.0)
+    fit_frontend_statistics(frontend, data, max_segments=100)
+    stats = described.frontend_statistics
+    assert (stats.config, stats.max_segments) == (frontend.config, 100)
+    torch.testing.assert_close(stats.mean, frontend.mel_mean)
+    assert set(described.split_patients["test"]) == set(data.split.patients(data.manifest, "test"))
+    assert described.labelled_labels.tolist() == data.labels[data.labelled_rows].tolist()
+    assert dict(described.pool) == data.pretraining_pool() and described.task is data.task
+    assert ClassificationDataModule(dataset="icbhi", cache_dir=str(tmp_path), synthetic_patients=24, num_workers=0,
+                                    frontend=None).description is None  # published at setup only

@@ -130,7 +130,7 @@ def _fit(data, loss: MetadataNTXent, epochs: int, root: Path) -> BatchRecorder:
     L.seed_everything(0)
     model = ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=time_mask(), loss=loss, sample_rate=2000,
                                    num_classes=data.num_classes, projector_hidden_dim=32, projector_dim=16,
-                                   stats_segments=100)
+                                   stats_segments=data.stats_segments)  # the data module computes the statistics
     recorder = BatchRecorder()
     trainer = L.Trainer(max_epochs=epochs, limit_val_batches=0, default_root_dir=root, accelerator="cpu", logger=False,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,

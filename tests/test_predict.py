@@ -26,7 +26,7 @@ from lungheart_cl.data.quality import MIN_CYCLE_SECONDS, SILENCE_DBFS
 from lungheart_cl.data.records import Event, Patient, Recording, SourceDataset
 from lungheart_cl.data.sources import get_spec
 from lungheart_cl.encoders import SmallCNN
-from lungheart_cl.predict import (add_predict_parser, build_head_from_state, load_classifier, predict_files,
+from lungheart_cl.predict import (add_predict_parser, load_classifier, predict_files,
                                   prediction_rows, run_predict)
 
 RATE = 4000
@@ -59,8 +59,8 @@ def _save(model: Classifier, path: Path, config: CacheConfig | None = CONFIG, da
     """A checkpoint as Lightning writes it, its `lungheart_cl` entry from the model's own `on_save_checkpoint`."""
     checkpoint = {"state_dict": model.state_dict(), "epoch": 0, "global_step": 1}
     model.task = get_spec("icbhi").task("healthy_vs_disease")  # as `Classifier.setup` takes it from the data
-    model.trainer = SimpleNamespace(datamodule=SimpleNamespace(dataset=dataset, cache_config=config)
-                                    if config is not None else None)
+    description = SimpleNamespace(dataset=dataset, cache_config=config)  # the two fields a checkpoint records
+    model.trainer = SimpleNamespace(datamodule=SimpleNamespace(description=description) if config is not None else None)
     try:
         model.on_save_checkpoint(checkpoint)
     finally:
@@ -115,10 +115,9 @@ def _probs(rows: list[dict]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mode, hidden", [("scratch", 0), ("scratch", 12), ("linear", 0)])
-def test_head_rebuilt_from_state_matches_the_classifier_head(mode, hidden):
+def test_predict_builds_the_head_the_checkpoint_describes(tmp_path, mode, hidden):
     model = _classifier(mode, hidden)
-    state = {k[len("head."):]: v for k, v in model.state_dict().items() if k.startswith("head.")}
-    head = build_head_from_state(state, model.encoder.embedding_dim, 2).eval()
+    head = load_classifier(_save(model, tmp_path / "model.ckpt")).net.head.eval()
     assert [type(m) for m in head] == [type(m) for m in model.head]
     features = torch.randn(5, model.encoder.embedding_dim) + 3
     torch.testing.assert_close(head(features), model.head(features))
@@ -133,10 +132,17 @@ def test_checkpoints_of_every_head_layout_load(tmp_path, mode, hidden):
         torch.testing.assert_close(loaded.net.eval()(wave), model.head(model.encoder(model.frontend(wave))).softmax(-1))
 
 
-def test_head_state_of_another_shape_is_rejected():
-    state = {k[len("head."):]: v for k, v in _classifier().state_dict().items() if k.startswith("head.")}
-    with pytest.raises(ValueError, match="3 classes"):
-        build_head_from_state(state, 16, 3)
+def test_a_head_whose_weights_do_not_fit_its_stored_shape_is_refused(tmp_path):
+    path = _save(_classifier("scratch", 12), tmp_path / "model.ckpt")
+    payload = torch.load(path, weights_only=True)
+    payload["lungheart_cl"]["head_config"]["hidden_dim"] = 0  # the stored shape says linear, the weights an MLP
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="model.ckpt: .*head weights do not fit the stored head"):
+        load_classifier(path)
+    del payload["lungheart_cl"]["head_config"]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="lacks head_config"):
+        load_classifier(path)
 
 
 def test_windows_sum_to_one_and_the_file_row_is_their_mean(trained, tmp_path):

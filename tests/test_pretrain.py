@@ -14,7 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from lungheart_cl.callbacks import EncoderExport, RandomStateCheckpoint, SelectionCheckpoint
+from lungheart_cl.callbacks import EncoderExport, PairFallbackMonitor, RandomStateCheckpoint, SelectionCheckpoint
 from lungheart_cl.checkpointing import AtomicCheckpointIO, load_pretrained
 from lungheart_cl.data.datamodule import PretrainDataModule
 from lungheart_cl.encoders import SmallCNN
@@ -38,7 +38,7 @@ def cache_dir(tmp_path_factory):
 def _data(cache_dir, **kwargs) -> PretrainDataModule:
     return PretrainDataModule(**{"dataset": "icbhi", "cache_dir": str(cache_dir), "synthetic_patients": 24,
                                  "batch_size": 16, "num_workers": 0, "batch_strata": ["age_group", "sex"],
-                                 "monitor_bank_size": 200, **kwargs})
+                                 "monitor_bank_size": 200, "stats_segments": 200, **kwargs})
 
 
 def _model(**kwargs) -> ContrastivePretraining:
@@ -194,6 +194,40 @@ def test_wrong_sample_rate_between_model_and_data_is_refused(cache_dir, tmp_path
         _trainer(tmp_path, 1).fit(model, datamodule=_data(cache_dir))
 
 
+class _FallbackFractions(Callback):
+    def __init__(self):
+        self.epochs: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs.append(float(trainer.callback_metrics["train/pair_fallback_fraction"]))
+
+
+@pytest.mark.parametrize("dataset, policy, falls_back", [("physionet2016", "same_patient_different_location", True),
+                                                         ("icbhi", "same_patient_different_location", False),
+                                                         ("icbhi", "same_segment", False)])
+def test_pairs_that_fall_back_are_logged_and_warned_through_the_trainer(cache_dir, tmp_path, caplog, dataset, policy,
+                                                                        falls_back):
+    """PhysioNet 2016 has one location per patient: every different-location pair falls back, so the run is plain
+    SimCLR; it is logged every epoch and said once. ICBHI patients have several locations."""
+    heart = dataset == "physionet2016"
+    data = _data(cache_dir, pair_policy=policy, **(HEART_DATA if heart else {}))
+    fractions = _FallbackFractions()
+    with caplog.at_level("WARNING", logger="lungheart_cl.callbacks"):
+        trainer = L.Trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0, default_root_dir=tmp_path,
+                            accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                            enable_model_summary=False, use_distributed_sampler=False,
+                            callbacks=[PairFallbackMonitor(), fractions])
+        trainer.fit(_model(sample_rate=2000 if heart else 4000), datamodule=data)
+    warnings = [r.getMessage() for r in caplog.records if "fell back" in r.getMessage()]
+    assert len(fractions.epochs) == 2
+    if falls_back:
+        assert fractions.epochs == [1.0, 1.0]
+        assert len(warnings) == 1 and f"pair policy {policy} fell back for 100% of the pairs of epoch 0" in warnings[0]
+    else:
+        assert all(f < 0.5 for f in fractions.epochs) and not warnings
+        assert (policy == "same_segment") == all(f == 0.0 for f in fractions.epochs)
+
+
 def _logged_per_epoch(metrics_csv: Path, keys: tuple[str, ...]) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     with open(metrics_csv) as handle:
@@ -233,3 +267,8 @@ def test_the_cli_selects_the_best_encoder_on_the_chosen_monitor(cache_dir, tmp_p
     line = (f"validation recording-level probe AUROC (12 labelled patients): {summary['monitor_before']:.3f} "
             f"(random init) -> {summary['monitor_best']:.3f} (best epoch)")
     assert line in run.stdout, run.stdout[-2000:]
+
+
+def test_a_front_end_the_data_module_computed_no_statistics_for_is_refused(cache_dir, tmp_path):
+    with pytest.raises(ValueError, match="statistics for .*'f_min': 50.0.*'f_min': 25.0.*data.frontend"):
+        _trainer(tmp_path, 1).fit(_model(f_min=25.0), datamodule=_data(cache_dir))

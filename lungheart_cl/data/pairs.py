@@ -3,7 +3,8 @@
 Each policy picks partners for a whole array of anchors at once (vectorised, seeded by the caller).
 Where an anchor has no candidate (a recording with one cycle, a patient recorded at one location),
 the policy falls back to a nearer candidate or to the anchor itself (so both views come from
-augmentation alone); the fraction of such fallbacks is reported by `fallback_fraction`.
+augmentation alone). `is_fallback` marks such pairs: pretraining logs their share every epoch
+(``train/pair_fallback_fraction``, `callbacks.PairFallbackMonitor`) and warns when most pairs fall back.
 """
 
 from __future__ import annotations
@@ -61,10 +62,15 @@ class PairPolicy:
     def partners(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 
+    def is_fallback(self, anchors: np.ndarray, partners: np.ndarray) -> np.ndarray:
+        """Per pair: whether the anchor got itself as partner (no candidate existed)."""
+        return np.asarray(partners) == np.asarray(anchors)
+
     def fallback_fraction(self, anchors: np.ndarray, seed: int = 0) -> float:
-        """Share of anchors that got themselves as partner (no candidate existed)."""
+        """Share of anchors whose partner is a fallback (`is_fallback`), for one seeded draw."""
+        anchors = np.asarray(anchors)
         partners = self.partners(anchors, np.random.default_rng(seed))
-        return float(np.mean(partners == anchors)) if len(anchors) else 0.0
+        return float(np.mean(self.is_fallback(anchors, partners))) if len(anchors) else 0.0
 
 
 class SameSegment(PairPolicy):
@@ -74,6 +80,9 @@ class SameSegment(PairPolicy):
 
     def partners(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(anchors).copy()
+
+    def is_fallback(self, anchors: np.ndarray, partners: np.ndarray) -> np.ndarray:
+        return np.zeros(len(anchors), dtype=bool)  # the anchor itself is this policy's partner, not a fallback
 
 
 class _SameKey(PairPolicy):
@@ -148,12 +157,9 @@ class SamePatientDifferentLocation(PairPolicy):
         same_location = self._by_location.other_member(anchors, rng)
         return np.where(candidates > 0, other_location, same_location)
 
-    def fallback_fraction(self, anchors: np.ndarray, seed: int = 0) -> float:
-        """Share of anchors paired at their own location (the patient has no other), themselves included."""
-        anchors = np.asarray(anchors)
-        partners = self.partners(anchors, np.random.default_rng(seed))
-        same = self._by_location.start[partners] == self._by_location.start[anchors]  # same (patient, location) block
-        return float(np.mean(same)) if len(anchors) else 0.0
+    def is_fallback(self, anchors: np.ndarray, partners: np.ndarray) -> np.ndarray:
+        """Pairs at the anchor's own location (the patient has no other), the anchor itself included."""
+        return self._by_location.start[np.asarray(partners)] == self._by_location.start[np.asarray(anchors)]
 
 
 class SameRecordingDifferentTime(PairPolicy):
@@ -204,12 +210,27 @@ class SameRecordingDifferentTime(PairPolicy):
         nearer = self._recording.other_member(anchors, rng)
         return np.where(count > 0, far, nearer)
 
-    def fallback_fraction(self, anchors: np.ndarray, seed: int = 0) -> float:
-        """Share of anchors whose partner starts less than ``min_gap_s`` away (a nearer window, or itself)."""
-        anchors = np.asarray(anchors)
-        partners = self.partners(anchors, np.random.default_rng(seed))
-        near = np.abs(self._start[partners] - self._start[anchors]) < self.min_gap_s - self._tolerance_s
-        return float(np.mean(near)) if len(anchors) else 0.0
+    def is_fallback(self, anchors: np.ndarray, partners: np.ndarray) -> np.ndarray:
+        """Pairs whose partner starts less than ``min_gap_s`` away (a nearer window, or the anchor itself)."""
+        gap = np.abs(self._start[np.asarray(partners)] - self._start[np.asarray(anchors)])
+        return gap < self.min_gap_s - self._tolerance_s
+
+
+@dataclass(frozen=True)
+class PairFallbacks:
+    """A policy fitted on the pool's rows, asked about pairs of cache rows (as batches carry them)."""
+
+    policy: PairPolicy
+    local: np.ndarray  # cache row -> its index among the pool's rows (-1: not in the pool)
+
+    @classmethod
+    def of(cls, policy: PairPolicy, pool_rows: np.ndarray, num_rows: int) -> PairFallbacks:
+        local = np.full(num_rows, -1, dtype=np.int64)
+        local[pool_rows] = np.arange(len(pool_rows))
+        return cls(policy, local)
+
+    def __call__(self, anchors: np.ndarray, partners: np.ndarray) -> np.ndarray:
+        return self.policy.is_fallback(self.local[np.asarray(anchors)], self.local[np.asarray(partners)])
 
 
 PAIR_POLICIES: dict[str, type[PairPolicy]] = {
