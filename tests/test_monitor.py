@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lungheart_cl.data.sources import get_spec
 from lungheart_cl.errors import ConfigError
-from lungheart_cl.monitor import monitor_patients, task_probe_score
+from lungheart_cl.metrics import auroc as metrics_auroc
+from lungheart_cl.monitor import auroc, monitor_patients, task_probe_score
 from lungheart_cl.probe import logistic_regression
 
 
@@ -83,3 +85,18 @@ def test_the_label_budget_is_class_stratified_seeded_and_checked():
         monitor_patients(patients, strata, 31, seed=0)
     with pytest.raises(ConfigError, match="model.monitor_labelled_patients 1"):
         monitor_patients(patients, strata, 1, seed=0)
+
+
+def test_the_monitor_auroc_is_the_metrics_auroc_averaging_only_the_classes_present():
+    # a 3-class task whose validation windows hold classes 0 and 1 only, perfectly ranked: the absent class
+    # has no AUROC, so the macro mean is 1 (averaging a 0 for it, as the monitor once did, gave 2/3)
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.2, 0.8, 0.0], [0.1, 0.9, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert float(auroc(scores, labels, 3)) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    for num_classes in (2, 4):
+        probs = rng.dirichlet(np.ones(num_classes), 50).astype(np.float32)
+        target = rng.integers(0, num_classes, 50)
+        assert float(auroc(torch.from_numpy(probs), torch.from_numpy(target), num_classes)) == pytest.approx(
+            metrics_auroc(probs, target), abs=1e-7)
+    assert np.isnan(float(auroc(scores, torch.zeros(4, dtype=torch.long), 3)))  # one class: undefined
