@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_auroc, multiclass_auroc
+from torchmetrics.functional.classification import binary_auroc, binary_stat_scores, multiclass_auroc
 
 if TYPE_CHECKING:
     from lungheart_cl.data.tasks import Task
@@ -78,11 +78,11 @@ def auroc(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """AUROC, accuracy, sensitivity (abnormal class recall), specificity, F1, MAcc = (Se + Sp) / 2."""
-    predicted = probs[:, 1] >= threshold
-    positive = labels == 1
-    tp, tn = float((predicted & positive).sum()), float((~predicted & ~positive).sum())
-    fp, fn = float((predicted & ~positive).sum()), float((~predicted & positive).sum())
+    """AUROC, accuracy, sensitivity (abnormal class recall), specificity, F1, MAcc = (Se + Sp) / 2; a ratio
+    whose denominator is 0 (e.g. sensitivity without positives) is NaN."""
+    # class 1 at probability >= threshold, decided here in float64: torchmetrics thresholds with > on float32
+    predicted = torch.from_numpy(probs[:, 1] >= threshold).long()
+    tp, fp, tn, fn, _ = (float(v) for v in binary_stat_scores(predicted, torch.from_numpy(labels).long()))
     se = tp / (tp + fn) if tp + fn else float("nan")
     sp = tn / (tn + fp) if tn + fp else float("nan")
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")

@@ -15,12 +15,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import Tensor
-from torchmetrics.functional.classification import binary_auroc, multiclass_auroc
 
 from lungheart_cl.data.splits import LabelFractionError, label_budget_patients
 from lungheart_cl.data.tasks import Task
 from lungheart_cl.errors import ConfigError
 from lungheart_cl.metrics import Predictions, aggregate
+from lungheart_cl.metrics import auroc as auroc_of_probs
 from lungheart_cl.probe import fit_logistic_probe, logistic_regression
 
 # C for the task probe's cross-validation: decades over the downstream probe's range (`probe.DEFAULT_C_GRID`),
@@ -46,11 +46,12 @@ def knn_class_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_cla
 
 
 def auroc(scores: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """Binary AUROC of the positive-class score, or macro one-vs-rest AUROC for more classes."""
-    if num_classes == 2:
-        positive = scores[:, 1] if scores.ndim == 2 else scores
-        return binary_auroc(positive.float(), labels)
-    return multiclass_auroc(scores.float(), labels, num_classes=num_classes, average="macro")
+    """`metrics.auroc` (binary, or macro one-vs-rest over the classes present; NaN with one class) of
+    (num_queries, num_classes) scores, as a tensor on their device so the epoch-end log can sync it."""
+    if scores.shape[1] != num_classes:
+        raise ValueError(f"scores have {scores.shape[1]} columns for {num_classes} classes")
+    value = auroc_of_probs(scores.detach().float().cpu().numpy(), labels.cpu().numpy())
+    return torch.tensor(value, device=scores.device)
 
 
 @dataclass(frozen=True)

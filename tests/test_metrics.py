@@ -54,6 +54,18 @@ def test_sensitivity_specificity_and_macc_by_hand():
     assert metrics["accuracy"] == pytest.approx(8 / 10)
 
 
+def test_the_threshold_is_inclusive_in_float64_and_undefined_ratios_are_nan():
+    # 0.5 is abnormal; 0.5 - 1e-12 is not, though it rounds to 0.5 in float32 (torchmetrics thresholds
+    # float32 with >, which would get both wrong)
+    labels = np.asarray([1, 1, 0, 0])
+    metrics = binary_metrics(_probs(np.asarray([0.5, 0.5 - 1e-12, 0.5 - 1e-12, 0.1])), labels)
+    assert (metrics["sensitivity"], metrics["specificity"], metrics["f1"]) == (0.5, 1.0, pytest.approx(2 / 3))
+    only_normal = binary_metrics(_probs(np.asarray([0.7, 0.2, 0.1])), np.zeros(3, dtype=np.int64))
+    assert np.isnan(only_normal["sensitivity"]) and np.isnan(only_normal["auroc"]) and np.isnan(only_normal["macc"])
+    assert only_normal["specificity"] == pytest.approx(2 / 3) and only_normal["f1"] == 0.0
+    assert only_normal["accuracy"] == pytest.approx(2 / 3)
+
+
 def test_icbhi_score_by_hand():
     # classes: 0 normal, 1 crackle, 2 wheeze, 3 both
     labels = np.asarray([0, 0, 0, 0, 1, 1, 2, 3, 3, 2])
