@@ -209,14 +209,6 @@ def test_a_label_outside_the_listed_classes_is_named(two_files):
                        skip_bad=True).problems[0].path == metadata
 
 
-def test_an_unreadable_file_is_named(two_files):
-    (two_files / "b.wav").write_text("not audio")
-    with pytest.raises(DataError) as raised:
-        read_folder(two_files)
-    assert raised.value.path == two_files / "b.wav" and "not a readable audio file" in raised.value.message
-    assert [r.recording_id for r in read_folder(two_files, skip_bad=True).recordings] == ["a.wav"]
-
-
 @pytest.mark.parametrize("header, fragment", [
     ("path,patient,diagnosis", "line 1: unknown column(s) diagnosis (columns may be path, patient"),
     ("file,patient", "line 1: no column 'path' (columns: file, patient)"),

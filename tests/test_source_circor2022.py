@@ -209,10 +209,6 @@ def _wav_missing(root: Path) -> None:
     _data(root, "50001_MV_2.wav").unlink()
 
 
-def _hea_missing(root: Path) -> None:
-    _data(root, "50001_MV_1.hea").unlink()
-
-
 def _tsv_missing(root: Path) -> None:
     _data(root, "50001_AV.tsv").unlink()
 
@@ -283,7 +279,6 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], None], str, tuple[str, ...], int]] 
     "hea_rate_differs": (_hea_rate_differs, "training_data/50001_AV.wav", ("2000 Hz", "4000 Hz", "50001_AV.hea"), 3),
     "patient_rate_differs": (_patient_rate_differs, "training_data/50002_PV.wav", ("2000 Hz", "50002.txt"), 3),
     "wav_missing": (_wav_missing, "training_data/50001_MV_2.wav", ("50001.txt line 4", "missing"), 3),
-    "hea_missing": (_hea_missing, "training_data/50001_MV_1.hea", ("missing",), 3),
     "tsv_missing": (_tsv_missing, "training_data/50001_AV.tsv", ("50001.txt line 2", "missing"), 3),
     "tsv_not_numeric": (_tsv_not_numeric, "training_data/50001_AV.tsv", ("line 2", "abc"), 3),
     "tsv_end_before_start": (_tsv_end_before_start, "training_data/50001_AV.tsv", ("line 2", "before its start"), 3),

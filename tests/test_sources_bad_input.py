@@ -1,10 +1,11 @@
 """One bad-input suite for every registered source: damaged audio, a missing or empty root.
 
 Each source gets a small valid root (its synthetic writer, or a writer here for a source without
-one); each damage is applied to the audio file of its first recording. Strict reading must raise a
-`DataError` naming that file; with ``skip_bad`` the file is a counted problem naming it and every other
-recording is kept. The format-specific bad inputs (a malformed annotation, a header that disagrees)
-stay in each reader's own test module.
+one); each damage is applied to the audio file of its first recording, or to the label / header file
+beside it that only that recording needs. Strict reading must raise a `DataError` naming that file;
+with ``skip_bad`` the file is the one counted problem, naming it, and every other recording is kept.
+The format-specific bad inputs (a malformed line, a header that disagrees with the audio, a
+dataset-wide metadata file) stay in each reader's own test module.
 """
 
 from __future__ import annotations
@@ -81,6 +82,41 @@ def _no_samples(audio: Path) -> None:
 # damage -> what the error says
 DAMAGES = {_zero_length: "empty (0 bytes)", _not_audio: "not a readable audio file", _truncated: "truncated",
            _no_samples: "no samples"}
+
+
+# the per-recording file beside the audio that a reader needs (None: the audio is all it reads per recording)
+COMPANIONS: dict[str, str | None] = {"circor2022": ".hea", "folder": None, "icbhi": ".txt", "physionet2016": ".hea"}
+
+
+def test_every_registered_source_declares_its_per_recording_companion():
+    assert sorted(COMPANIONS) == sorted(dataset_names())
+
+
+def _companion(template) -> str:
+    suffix = COMPANIONS[template[0]]
+    if suffix is None:
+        pytest.skip(f"{template[0]} reads no per-recording file beside the audio")
+    return suffix
+
+
+@pytest.mark.parametrize("missing", [True, False], ids=["missing", "unreadable"])
+def test_a_missing_or_unreadable_label_or_header_file_is_named_or_skipped_and_counted(template, copy, missing):
+    suffix = _companion(template)
+    source, audio = copy
+    recordings = len(source.read().recordings)
+    companion = audio.with_suffix(suffix)
+    if missing:
+        companion.unlink()
+    else:
+        companion.write_text("@@ not a header or annotation !!\n")
+    with pytest.raises(DataError) as raised:
+        source.read()
+    # a missing annotation may be reported on the audio it belongs to, but the message then names it
+    assert raised.value.path == companion or (raised.value.path == audio and companion.name in raised.value.message)
+    assert "\n" not in str(raised.value)
+    skipped = source.read(skip_bad=True)
+    assert [problem.path for problem in skipped.problems] == [raised.value.path]
+    assert len(skipped.recordings) == recordings - 1 and audio not in {r.audio_path for r in skipped.recordings}
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=[damage.__name__[1:] for damage in DAMAGES])
