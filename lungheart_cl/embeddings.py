@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from lungheart_cl.report import run_files_dir, start_wandb_run
+from lungheart_cl.wandb_runs import run_files_dir, start_wandb_run
 
 Method = Literal["pca", "tsne"]
 MAX_CATEGORIES = 12  # beyond this a legend stops being readable: the rarest are lumped into "other"

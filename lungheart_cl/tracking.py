@@ -1,10 +1,8 @@
-"""Experiment tracking that never blocks (W&B offline unless the user has logged in) and leaves no
-empty run folders."""
+"""Lightning loggers that never block (W&B in `wandb_runs.wandb_mode`: offline unless the user has logged in)
+and leave no empty run folders."""
 
 from __future__ import annotations
 
-import netrc
-import os
 from pathlib import Path
 
 from lightning.fabric.utilities.cloud_io import get_filesystem
@@ -12,31 +10,21 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-
-def wandb_logged_in() -> bool:
-    """True when an API key is configured (environment or ~/.netrc), without touching the network."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+from lungheart_cl.wandb_runs import wandb_mode
 
 
 class OfflineFirstWandbLogger(WandbLogger):
-    """WandbLogger that runs offline (sync later with `wandb sync`) unless logged in or told otherwise.
-
-    ``WANDB_MODE`` (online / offline / disabled) always wins, so tests and CI can set ``disabled``.
-    """
+    """WandbLogger in `wandb_mode` (offline unless logged in; ``WANDB_MODE`` wins, so tests and CI can set
+    ``disabled``) unless ``offline`` says otherwise; sync offline runs later with `wandb sync`."""
 
     def __init__(self, project: str = "lungheart-cl", save_dir: str = "runs", offline: bool | None = None,
                  **kwargs):
-        env_mode = os.environ.get("WANDB_MODE", "").lower()
-        if env_mode == "disabled":  # Lightning's offline flag would overwrite WANDB_MODE with "dryrun"
+        mode = wandb_mode()
+        if mode == "disabled":  # Lightning's offline flag would overwrite WANDB_MODE with "dryrun"
             offline = False
             kwargs.setdefault("mode", "disabled")
         elif offline is None:
-            offline = env_mode in ("offline", "dryrun") or (env_mode != "online" and not wandb_logged_in())
+            offline = mode == "offline"
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("settings", _settings())
         super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)

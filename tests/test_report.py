@@ -202,3 +202,12 @@ def test_logistic_probe_runs_get_a_panel_of_their_own(tmp_path: Path):
     assert imread(figure_path).shape[1] > 2.5 * 6 * 150 * 0.9  # three panels: linear, logistic, fine-tune
     without = report.plot_dataset_task([r for r in rows if r.mode != "logistic"], [], styles, tmp_path / "g.png")
     assert imread(without).shape[1] < 2.2 * 6 * 150  # no logistic runs: the two panels as before
+
+
+def test_rows_follow_the_classifier_modes_order():
+    """report once kept its own list of modes without logistic, so logistic rows came after scratch."""
+    from lungheart_cl.modes import MODES
+
+    payloads = [_payload("time_mask", mode, 0.1, 0, 0.7) for mode in reversed(MODES)]
+    assert [row.mode for row in report.aggregate_results(payloads)] == list(MODES)
+    assert MODES == ("linear", "logistic", "finetune", "scratch")

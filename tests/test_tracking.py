@@ -1,4 +1,5 @@
-"""W&B never blocks: offline unless logged in, and WANDB_MODE always wins; no empty run folders."""
+"""W&B never blocks: offline unless logged in, and WANDB_MODE always wins (one policy for the Lightning logger
+and the report's runs); no empty run folders."""
 
 from __future__ import annotations
 
@@ -11,26 +12,26 @@ import lightning as L
 import pytest
 from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
 
-from lungheart_cl import tracking
+from lungheart_cl import wandb_runs
 from lungheart_cl.data.splits import LabelFractionError
 from lungheart_cl.tracking import OfflineFirstWandbLogger, RunFolderCSVLogger
 
 
 def test_offline_when_not_logged_in(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr(tracking, "wandb_logged_in", lambda: False)
+    monkeypatch.setattr(wandb_runs, "wandb_logged_in", lambda: False)
     assert OfflineFirstWandbLogger(save_dir=str(tmp_path))._offline
 
 
 def test_online_when_logged_in(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr(tracking, "wandb_logged_in", lambda: True)
+    monkeypatch.setattr(wandb_runs, "wandb_logged_in", lambda: True)
     assert not OfflineFirstWandbLogger(save_dir=str(tmp_path))._offline
 
 
 def test_disabled_mode_is_respected_and_writes_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.setattr(tracking, "wandb_logged_in", lambda: True)
+    monkeypatch.setattr(wandb_runs, "wandb_logged_in", lambda: True)
     logger = OfflineFirstWandbLogger(save_dir=str(tmp_path))
     logger.log_metrics({"x": 1.0})
     logger.experiment.finish()
@@ -38,9 +39,38 @@ def test_disabled_mode_is_respected_and_writes_nothing(monkeypatch, tmp_path):
     assert os.environ["WANDB_MODE"] == "disabled"  # not rewritten to "dryrun"
 
 
+CASES = [  # (WANDB_MODE, logged in, mode)
+    (None, False, "offline"), (None, True, "online"), ("online", False, "online"), ("offline", True, "offline"),
+    ("dryrun", True, "offline"), ("disabled", True, "disabled"), ("Disabled", False, "disabled"),
+]
+
+
+def _environment(monkeypatch, env: str | None, logged_in: bool) -> None:
+    if env is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env)
+    monkeypatch.setattr(wandb_runs, "wandb_logged_in", lambda: logged_in)
+
+
+@pytest.mark.parametrize(("env", "logged_in", "expected"), CASES)
+def test_one_mode_policy_for_the_logger_and_the_report_runs(monkeypatch, tmp_path, env, logged_in, expected):
+    """The report's runs once read WANDB_MODE=dryrun as unset, so a logged-in user's report went online."""
+    _environment(monkeypatch, env, logged_in)
+    assert wandb_runs.wandb_mode() == expected
+    if expected != "disabled":
+        assert OfflineFirstWandbLogger(save_dir=str(tmp_path))._offline == (expected == "offline")
+    import wandb
+
+    modes = []
+    monkeypatch.setattr(wandb, "init", lambda mode, **init: modes.append(mode))
+    wandb_runs.start_wandb_run("test", "run", "report", tmp_path)
+    assert modes == [expected]
+
+
 def test_logged_in_detection_reads_the_environment(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert tracking.wandb_logged_in()
+    assert wandb_runs.wandb_logged_in()
 
 
 def test_wandb_does_not_warn_about_the_anonymous_setting(tmp_path):
