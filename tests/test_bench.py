@@ -111,7 +111,7 @@ def test_precomputed_log_mels_give_the_views_of_the_front_end_per_batch():
     views only), for plain and channel-normalised front ends."""
     import torch
 
-    from lungheart_cl.bench.pretrain_epochs import precomputed_views
+    from lungheart_cl.bench.heart_case import precomputed_views
     from lungheart_cl.pretrain import ContrastivePretraining
     from lungheart_cl.views import time_mask
 

@@ -19,9 +19,10 @@ import soundfile as sf
 from lungheart_cl.cli import main
 from lungheart_cl.data import cache as cache_module
 from lungheart_cl.data.build_folders import remove_stale_builds
-from lungheart_cl.data.cache import CacheConfig, SegmentSpec, build_cache, cache_directory, cut_segment, plan_segments
+from lungheart_cl.data.cache import CacheConfig, build_cache, cache_directory
 from lungheart_cl.data.manifest import manifest_row
 from lungheart_cl.data.records import DataError, Event, Patient, Recording, SourceDataset
+from lungheart_cl.data.segments import SegmentSpec, cut_segment, plan_segments
 from lungheart_cl.data.spec import Column
 from lungheart_cl.data.synthetic import synthesize
 

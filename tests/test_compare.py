@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm, rankdata
 
-from lungheart_cl.compare import ComparisonError, Method, compare_methods, paired_bootstrap, parse_method
 from lungheart_cl.metrics import Predictions, binary_metrics
+from lungheart_cl.pairing import ComparisonError, Method, compare_methods, paired_bootstrap, parse_method
 from lungheart_cl.report import scan_results
 
 REPO = Path(__file__).resolve().parents[1]

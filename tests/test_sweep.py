@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lungheart_cl.sweep import Sweep, SweepSpec, _flag_args, _flatten
+from lungheart_cl.sweep import Sweep, SweepSpec, _flag_args
+from lungheart_cl.sweep_spec import _flatten
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
