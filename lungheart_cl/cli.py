@@ -41,7 +41,7 @@ def _source_option(text: str) -> tuple[str, object]:
 
 
 def _data_parser(sub: argparse._SubParsersAction) -> None:
-    from lungheart_cl.data.download import downloadable
+    from lungheart_cl.data.sources.catalogue import downloadable
     from lungheart_cl.data.sources import dataset_names
     from lungheart_cl.data.synthetic import synthesizable
 

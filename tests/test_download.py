@@ -27,18 +27,14 @@ from lungheart_cl.data.download import (
     ArchiveListingError,
     ChangedDownloadError,
     ChecksumError,
-    DatasetSource,
     DownloadError,
-    RemoteFile,
     UnpackLimits,
     UnsafeArchiveError,
-    dataset_source,
     download_dataset,
-    downloadable,
     find_dataset_root,
     manual_instructions,
-    with_base_url,
 )
+from lungheart_cl.data.sources.catalogue import DatasetSource, RemoteFile, dataset_source, downloadable, with_base_url
 
 TIMEOUT_S = 2.0
 

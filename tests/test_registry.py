@@ -60,7 +60,7 @@ def heart_root(tmp_path_factory) -> Path:
 
 def test_every_module_with_a_spec_is_discovered_under_its_own_name():
     assert {"icbhi", "physionet2016", "circor2022"} <= set(dataset_names())
-    assert "wfdb_header" not in dataset_names()  # a helper module without SPEC
+    assert not {"wfdb_header", "catalogue"} & set(dataset_names())  # helper modules without SPEC
     for name in dataset_names():
         spec = get_spec(name)
         assert isinstance(spec, DatasetSpec) and spec.name == name
@@ -68,6 +68,18 @@ def test_every_module_with_a_spec_is_discovered_under_its_own_name():
         # a default task is one of the tasks, or one its sources build from their own files (source_tasks)
         assert spec.default_task is None or spec.source_tasks is not None or spec.task(None) is not None
         assert len({column.name for column in spec.columns}) == len(spec.columns)
+
+
+def test_the_catalogue_lives_with_the_registry_not_with_the_downloader():
+    """Every dataset's download entry is read without loading the fetcher (it once lived in data.download)."""
+    script = ("import sys\n"
+              "from lungheart_cl.data.sources.catalogue import dataset_source, downloadable\n"
+              "assert [dataset_source(name).name for name in downloadable()] == list(downloadable())\n"
+              "print(sorted(m for m in sys.modules if m.startswith('lungheart_cl.data.download')))\n")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_module_of_the_package_is_named_after_its_spec(monkeypatch):

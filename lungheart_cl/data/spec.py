@@ -24,7 +24,7 @@ from lungheart_cl.errors import ConfigError
 from lungheart_cl.metrics import MetricFn, default_metrics
 
 if TYPE_CHECKING:
-    from lungheart_cl.data.download import DatasetSource
+    from lungheart_cl.data.sources.catalogue import DatasetSource
 
 Options = Mapping[str, Any]
 Reader = Callable[..., SourceDataset]  # read(root, *, skip_bad=False, **options) -> SourceDataset

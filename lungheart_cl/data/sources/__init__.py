@@ -3,7 +3,7 @@
 Adding a dataset is one new module here (plus its YAML under ``experiments/``); nothing lists the
 modules, they are discovered. A user's own module outside the package is named by its import path
 (``data.dataset: mypackage.my_source``). A `Source` is one dataset root with its options; a
-pretraining pool is a list of them.
+pretraining pool is a list of them. `catalogue` holds the download entries' types and lookups.
 
 Every reader has the signature ``read(root, *, skip_bad=False, **options) -> SourceDataset``. A bad
 file raises `DataError` naming it; with ``skip_bad=True`` it is left out and listed in

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lungheart_cl.data.download import DatasetSource, RemoteFile
 from lungheart_cl.data.records import (UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset, normalize_sex,
                                       skip_or_raise)
+from lungheart_cl.data.sources.catalogue import DatasetSource, RemoteFile
 from lungheart_cl.data.sources.wfdb_header import probe_against_header, read_wfdb_header
 from lungheart_cl.data.spec import Column, DatasetSpec
 from lungheart_cl.data.synthetic.circor2022 import write_circor2022

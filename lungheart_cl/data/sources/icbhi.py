@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from lungheart_cl.data.audio import probe_audio
-from lungheart_cl.data.download import DatasetSource, RemoteFile
 from lungheart_cl.data.records import (
     DataError,
     Event,
@@ -43,6 +42,7 @@ from lungheart_cl.data.records import (
     normalize_sex,
     skip_or_raise,
 )
+from lungheart_cl.data.sources.catalogue import DatasetSource, RemoteFile
 from lungheart_cl.data.spec import Column, DatasetSpec
 from lungheart_cl.data.synthetic.icbhi import write_icbhi
 from lungheart_cl.data.tasks import Manifest, Task

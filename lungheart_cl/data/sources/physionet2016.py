@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungheart_cl.data.download import DatasetSource, RemoteFile
 from lungheart_cl.data.records import UNKNOWN, DataError, Patient, Problem, Recording, SourceDataset, skip_or_raise
+from lungheart_cl.data.sources.catalogue import DatasetSource, RemoteFile
 from lungheart_cl.data.sources.wfdb_header import probe_against_header, read_wfdb_header
 from lungheart_cl.data.spec import Column, DatasetSpec
 from lungheart_cl.data.synthetic.physionet2016 import write_physionet2016
