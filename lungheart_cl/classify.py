@@ -41,6 +41,7 @@ from lungheart_cl.feature_cache import FeatureStore, feature_key
 from lungheart_cl.frozen_features import FrozenFeatureTable
 from lungheart_cl.heads import HeadConfig, build_head
 from lungheart_cl.metrics import aggregate, evaluate
+from lungheart_cl.modes import MODES, Mode
 from lungheart_cl.optim import param_groups
 from lungheart_cl.probe import DEFAULT_C_GRID, MAX_FOLDS, fit_logistic_probe, linear_head_weights
 from lungheart_cl.sound_module import SoundModule
@@ -48,8 +49,6 @@ from lungheart_cl.views import ViewPipeline
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["linear", "logistic", "finetune", "scratch"]
-MODES = ("linear", "logistic", "finetune", "scratch")
 FROZEN_MODES = ("linear", "logistic")  # the encoder never trains: its features are computed once
 
 

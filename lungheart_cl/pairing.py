@@ -25,12 +25,12 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import get_args
 
 import numpy as np
 
 from lungheart_cl.data.sources import get_spec
 from lungheart_cl.metrics import MetricFn, Predictions
+from lungheart_cl.modes import MODES
 from lungheart_cl.report import cell_key, latest_per_seed, x_label
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ class Method:
 
 def parse_method(text: str) -> Method:
     """``time_mask:linear`` -> Method("time_mask", "linear"); ``random_init`` -> Method("random_init")."""
-    from lungheart_cl.classify import Mode  # the classifier's modes, the one list of them
-
-    modes = get_args(Mode)
+    modes = MODES
     scheme, colon, mode = str(text).rpartition(":")
     if not colon:
         scheme, mode = mode, ""
