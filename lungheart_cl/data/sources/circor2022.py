@@ -17,6 +17,8 @@ Patient header: first line ``{id} {n_recordings} {sample_rate}``, then one line 
 Extras: patients carry ``murmur`` ("present" | "absent" | "unknown"), ``outcome`` (later releases:
 "normal" | "abnormal"), ``height_cm``, ``weight_kg``, ``pregnant``; recordings ``segmentation_path``
 (the ``.tsv``, where there is one).
+
+Long on purpose: a dataset is one module of the registry, and the release's quirks are checked where they are read.
 """
 
 from __future__ import annotations

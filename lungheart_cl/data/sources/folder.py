@@ -19,6 +19,8 @@ own patient. Source options (``data.source_options``, or ``data inspect --option
 
 With labels (two values at least) the dataset has the task ``label``, scored per recording; without
 them it serves pretraining pools and ``predict``. Recordings carry ``extra["label"]`` (None: none).
+
+Long on purpose: a dataset is one module of the registry; listing, the metadata CSV and its checks are one reader.
 """
 
 from __future__ import annotations

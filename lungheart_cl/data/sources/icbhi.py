@@ -19,6 +19,8 @@ Only a ``.wav`` with its ``.txt`` beside it is a recording; annotation-only fold
 
 Extras: patients carry ``diagnosis``, ``bmi``, ``weight_kg``, ``height_cm``; recordings
 ``acquisition_mode``; cycles ``crackle`` and ``wheeze``. `SPEC` declares the dataset for the registry.
+
+Long on purpose: a dataset is one module of the registry, and both layouts' quirks are checked where they are read.
 """
 
 from __future__ import annotations
