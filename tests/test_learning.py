@@ -29,7 +29,7 @@ def _epoch_losses(cache_dir: Path, root: Path, lr: float) -> list[float]:
     """train/loss_epoch per epoch from the CSV log of a seeded run (no validation: only the loss is read)."""
     L.seed_everything(0)
     data = PretrainDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24, batch_size=16,
-                              num_workers=0, batch_strata=["age_group", "sex"], monitor_bank_size=200)
+                              num_workers=0, batch_strata=["age_group", "sex"], monitor_bank_size=200, stats_segments=200)
     model = ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=time_mask(),
                                    loss=MetadataNTXent(0.1, negative_keys=["age_group", "sex"]), projector_hidden_dim=32,
                                    projector_dim=16, stats_segments=200, scheme="test", lr=lr, monitor_probe_c=1.0)
