@@ -113,14 +113,14 @@ def test_precomputed_log_mels_give_the_views_of_the_front_end_per_batch():
 
     from lungheart_cl.bench.heart_case import precomputed_views
     from lungheart_cl.pretrain import ContrastivePretraining
-    from lungheart_cl.views import time_mask
+    from lungheart_cl.views import TimeMask, ViewPipeline
 
     generator = torch.Generator().manual_seed(0)
     wave = torch.randn(6, 8000, generator=generator)
     valid = torch.tensor([[0, 8000], [0, 5000], [1000, 8000], [0, 8000], [0, 3000], [2000, 6000]])
     for channel_norm in (False, True):
-        model = ContrastivePretraining(views=time_mask(), sample_rate=2000, window_ms=64.0, hop_ms=16.0,
-                                       f_min=25.0, f_max=800.0, channel_norm=channel_norm)
+        model = ContrastivePretraining(views=ViewPipeline(spec=[TimeMask(0.2, 2)]), sample_rate=2000, window_ms=64.0,
+                                       hop_ms=16.0, f_min=25.0, f_max=800.0, channel_norm=channel_norm)
         batch = {"wave": wave[:3], "partner_wave": wave[3:], "valid": valid[:3], "partner_valid": valid[3:]}
         logmels = model.frontend(wave, valid).reshape(6, -1)
         stored = {"wave": logmels[:3], "partner_wave": logmels[3:], "valid": valid[:3], "partner_valid": valid[3:]}

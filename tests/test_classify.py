@@ -30,7 +30,7 @@ from lungheart_cl.encoders import ResNet18Encoder, SmallCNN
 from lungheart_cl.frontend import LogMelFrontend
 from lungheart_cl.metrics import Predictions
 from lungheart_cl.predict import load_classifier
-from lungheart_cl.views import time_mask
+from lungheart_cl.views import TimeMask, ViewPipeline
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
@@ -177,8 +177,8 @@ class _EpochMetrics(Callback):
 def test_resumed_finetuning_with_views_and_workers_repeats_the_uninterrupted_run(cache_dir, exported, tmp_path):
     def fit(root, *callbacks, ckpt_path=None):
         L.seed_everything(0)
-        model = Classifier(mode="finetune", checkpoint=str(exported), views=time_mask(), results_dir=str(tmp_path),
-                           bootstrap_samples=50)
+        model = Classifier(mode="finetune", checkpoint=str(exported), views=ViewPipeline(spec=[TimeMask(0.2, 2)]),
+                           results_dir=str(tmp_path), bootstrap_samples=50)
         data = ClassificationDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24,
                                         batch_size=32, num_workers=2)
         trainer = L.Trainer(max_epochs=3, default_root_dir=root, accelerator="cpu", logger=False,

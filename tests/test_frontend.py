@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from lungheart_cl.frontend import LogMelFrontend
+from lungheart_cl.frontend import LogMelFrontend, frames_from_samples
 
 
 def _tone(freq: float, seconds: float = 2.0, rate: int = 4000) -> torch.Tensor:
@@ -68,3 +68,12 @@ def test_autocast_keeps_the_spectrogram_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         spec = frontend(torch.randn(2, 8000))
     assert spec.dtype == torch.float32 and torch.isfinite(spec).all()
+
+
+def test_frames_from_samples():
+    valid = torch.tensor([[0, 16000], [1000, 1001], [160, 320], [15990, 16000], [0, 0]])
+    frames = frames_from_samples(valid, hop_length=160, num_frames=101)
+    assert frames.tolist() == [[0, 100], [6, 7], [1, 2], [99, 100], [0, 0]]
+    assert frames.dtype == valid.dtype
+    clipped = frames_from_samples(torch.tensor([[0, 16000]]), hop_length=160, num_frames=50)
+    assert clipped.tolist() == [[0, 50]]

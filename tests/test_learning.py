@@ -19,7 +19,7 @@ from lungheart_cl.data.datamodule import PretrainDataModule
 from lungheart_cl.encoders import SmallCNN
 from lungheart_cl.losses import MetadataNTXent
 from lungheart_cl.pretrain import ContrastivePretraining
-from lungheart_cl.views import time_mask
+from lungheart_cl.views import TimeMask, ViewPipeline
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 EPOCHS = 4
@@ -29,8 +29,9 @@ def _epoch_losses(cache_dir: Path, root: Path, lr: float) -> list[float]:
     """train/loss_epoch per epoch from the CSV log of a seeded run (no validation: only the loss is read)."""
     L.seed_everything(0)
     data = PretrainDataModule(dataset="icbhi", cache_dir=str(cache_dir), synthetic_patients=24, batch_size=16,
-                              num_workers=0, batch_strata=["age_group", "sex"], monitor_bank_size=200, stats_segments=200)
-    model = ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=time_mask(),
+                              num_workers=0, batch_strata=["age_group", "sex"], monitor_bank_size=200,
+                              stats_segments=200)
+    model = ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=ViewPipeline(spec=[TimeMask(0.2, 2)]),
                                    loss=MetadataNTXent(0.1, negative_keys=["age_group", "sex"]), projector_hidden_dim=32,
                                    projector_dim=16, stats_segments=200, scheme="test", lr=lr, monitor_probe_c=1.0)
     trainer = L.Trainer(max_epochs=EPOCHS, limit_train_batches=3, limit_val_batches=0, default_root_dir=root,

@@ -29,7 +29,7 @@ from lungheart_cl.errors import ConfigError
 from lungheart_cl.losses import MetadataNTXent, metadata_masks
 from lungheart_cl.pretrain import ContrastivePretraining
 from lungheart_cl.sweep import Sweep, SweepSpec
-from lungheart_cl.views import time_mask
+from lungheart_cl.views import TimeMask, ViewPipeline
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
@@ -128,8 +128,9 @@ class BatchRecorder(Callback):
 
 def _fit(data, loss: MetadataNTXent, epochs: int, root: Path) -> BatchRecorder:
     L.seed_everything(0)
-    model = ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=time_mask(), loss=loss, sample_rate=2000,
-                                   num_classes=data.num_classes, projector_hidden_dim=32, projector_dim=16,
+    model = ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=ViewPipeline(spec=[TimeMask(0.2, 2)]),
+                                   loss=loss, sample_rate=2000, num_classes=data.num_classes, projector_hidden_dim=32,
+                                   projector_dim=16,
                                    stats_segments=data.stats_segments)  # the data module computes the statistics
     recorder = BatchRecorder()
     trainer = L.Trainer(max_epochs=epochs, limit_val_batches=0, default_root_dir=root, accelerator="cpu", logger=False,

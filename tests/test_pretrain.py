@@ -20,7 +20,7 @@ from lungheart_cl.data.datamodule import PretrainDataModule
 from lungheart_cl.encoders import SmallCNN
 from lungheart_cl.losses import MetadataNTXent
 from lungheart_cl.pretrain import ContrastivePretraining
-from lungheart_cl.views import time_mask
+from lungheart_cl.views import TimeMask, ViewPipeline
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def _data(cache_dir, **kwargs) -> PretrainDataModule:
 
 
 def _model(**kwargs) -> ContrastivePretraining:
-    return ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=time_mask(),
+    return ContrastivePretraining(encoder=SmallCNN(channels=(8, 16)), views=ViewPipeline(spec=[TimeMask(0.2, 2)]),
                                   loss=MetadataNTXent(0.1, negative_keys=["age_group", "sex"]),
                                   projector_hidden_dim=32, projector_dim=16, stats_segments=200, scheme="test", **kwargs)
 
