@@ -52,13 +52,8 @@ def _time_bands(x: Tensor, valid: Optional[Tensor], max_width: Width, num: int) 
     return _random_bands(lo, hi, _max_width_bins(max_width, (hi - lo).clamp(min=0)), t, num)
 
 
-class FrequencyMask(View):
-    """SpecAugment frequency masking: blank ``num_masks`` random bands of mel rows per sample.
-
-    Hides a band of frequencies so the encoder cannot rely on any single band (e.g. only the
-    wheeze range). Each band is 1..``max_width`` rows wide (``max_width`` a fraction of n_mels if a
-    float <= 1, else rows) and is set to ``mask_value`` (0 = the per-mel mean after normalisation).
-    """
+class _Bands(View):
+    """``num_masks`` bands of 1..``max_width`` each, set to ``mask_value``: what both SpecAugment masks take."""
 
     domain = "spec"
 
@@ -68,6 +63,15 @@ class FrequencyMask(View):
         if num_masks < 1:
             raise ValueError(f"num_masks must be >= 1, got {num_masks}")
         self.max_width, self.num_masks, self.mask_value = max_width, int(num_masks), float(mask_value)
+
+
+class FrequencyMask(_Bands):
+    """SpecAugment frequency masking: blank ``num_masks`` random bands of mel rows per sample.
+
+    Hides a band of frequencies so the encoder cannot rely on any single band (e.g. only the
+    wheeze range). Each band is 1..``max_width`` rows wide (``max_width`` a fraction of n_mels if a
+    float <= 1, else rows) and is set to ``mask_value`` (0 = the per-mel mean after normalisation).
+    """
 
     def mask(self, x: Tensor) -> Tensor:
         """(B, n_mels) bool of the rows to blank (before the ``p`` selection)."""
@@ -81,7 +85,7 @@ class FrequencyMask(View):
         return x.masked_fill(rows, self.mask_value), valid
 
 
-class TimeMask(View):
+class TimeMask(_Bands):
     """SpecAugment time masking: blank ``num_masks`` random runs of frames inside each sample's valid frames.
 
     Hides short stretches of the cycle (a crackle, part of a wheeze) so the views must agree from
@@ -89,15 +93,6 @@ class TimeMask(View):
     ``max_width`` is a fraction of each sample's *valid* length if a float <= 1 (so short cycles
     are not wiped out), else frames (clipped to the valid length).
     """
-
-    domain = "spec"
-
-    def __init__(self, max_width: Width = 0.2, num_masks: int = 1, mask_value: float = 0.0, p: float = 1.0):
-        super().__init__(p)
-        check_width(max_width)
-        if num_masks < 1:
-            raise ValueError(f"num_masks must be >= 1, got {num_masks}")
-        self.max_width, self.num_masks, self.mask_value = max_width, int(num_masks), float(mask_value)
 
     def mask(self, x: Tensor, valid: Optional[Tensor]) -> Tensor:
         """(B, T) bool of the frames to blank (before the ``p`` selection)."""
